@@ -140,7 +140,7 @@ def train(cfg: RunConfig, *, engine: Engine | None = None, stop_after: int | Non
                 eval_loss = evaluated["eval_loss"]
                 log.log(step, evaluated, split="eval")
             window_t = time.perf_counter()  # eval time is not training time
-        if (cfg.train.checkpoint_every and step % cfg.train.checkpoint_every == 0) or step == cfg.train.steps:
+        if (cfg.train.checkpoint_every and step % cfg.train.checkpoint_every == 0) or step == limit:
             ckpt.save(step, state, extra={"data": data_iter.state(), "config": to_dict(cfg)},
                       metrics=evaluated or None, force=True)
     ckpt.wait()

@@ -1,0 +1,52 @@
+"""Train the toy model with the real loop (checkpoints every 10 steps, a loss logged every step).
+
+usage: resume_worker.py WORKDIR STEPS [DELAY_S] [DATA_DEVICES] [STOP_AFTER]
+DELAY_S slows each batch so a test can SIGKILL the process mid-run; the run resumes from WORKDIR's latest checkpoint.
+"""
+
+import dataclasses
+import json
+import sys
+import time
+
+sys.path.insert(0, __file__.rsplit("/", 2)[0] + "/train")
+import toy  # noqa: E402
+
+from lmjax.config import MeshConfig  # noqa: E402
+from lmjax.train.loop import train  # noqa: E402
+
+workdir, steps = sys.argv[1], int(sys.argv[2])
+delay = float(sys.argv[3]) if len(sys.argv) > 3 else 0.0
+data_devices = int(sys.argv[4]) if len(sys.argv) > 4 else -1
+stop_after = int(sys.argv[5]) if len(sys.argv) > 5 else None
+cfg = toy.toy_config(steps=steps, log_every=1, checkpoint_every=10, eval_every=20, workdir=workdir, keep_checkpoints=2)
+cfg = dataclasses.replace(cfg, mesh=MeshConfig(data=data_devices))
+
+
+class Slow:
+    """Sleeps before each batch, so that a SIGKILL lands mid-run."""
+
+    def __init__(self, it):
+        self.it = it
+
+    def __next__(self):
+        time.sleep(delay)
+        return next(self.it)
+
+    def state(self):
+        return self.it.state()
+
+    def restore(self, state):
+        self.it.restore(state)
+
+
+if delay:
+    make_data = toy.make_data
+
+    def slow_data(c):
+        data = make_data(c)
+        return dataclasses.replace(data, train=lambda pi, pc: Slow(data.train(pi, pc)))
+
+    toy.make_data = slow_data
+result = train(cfg, stop_after=stop_after)
+print(json.dumps(result.summary()))
