@@ -1,0 +1,71 @@
+"""Pure jax.numpy functions: the math of the models, with no Flax and no config objects."""
+
+from lmjax.ops.attention import (
+    causal_mask,
+    combine_masks,
+    dot_product_attention,
+    lengths_to_mask,
+    merge_heads,
+    padding_mask,
+    split_heads,
+)
+from lmjax.ops.losses import negative_sampling_loss, shared_negative_sampling_loss, token_cross_entropy
+from lmjax.ops.positional import learned_positions, positions_from_mask, sinusoidal
+from lmjax.ops.recurrent import (
+    CELLS,
+    Cell,
+    bidirectional,
+    coupled_lstm_cell,
+    get_cell,
+    gru_cell,
+    init_cell_params,
+    lstm_cell,
+    peephole_lstm_cell,
+    project_input,
+    rnn_cell,
+    scan,
+    zero_carry,
+)
+from lmjax.ops.sampling import (
+    beam_search,
+    gnmt_length_penalty,
+    greedy,
+    sample_logits,
+    top_k_filter,
+    top_p_filter,
+)
+
+__all__ = [
+    "CELLS",
+    "Cell",
+    "beam_search",
+    "bidirectional",
+    "causal_mask",
+    "combine_masks",
+    "coupled_lstm_cell",
+    "dot_product_attention",
+    "get_cell",
+    "gnmt_length_penalty",
+    "greedy",
+    "gru_cell",
+    "init_cell_params",
+    "learned_positions",
+    "lengths_to_mask",
+    "lstm_cell",
+    "merge_heads",
+    "negative_sampling_loss",
+    "padding_mask",
+    "peephole_lstm_cell",
+    "positions_from_mask",
+    "project_input",
+    "rnn_cell",
+    "sample_logits",
+    "scan",
+    "shared_negative_sampling_loss",
+    "sinusoidal",
+    "split_heads",
+    "token_cross_entropy",
+    "top_k_filter",
+    "top_p_filter",
+    "zero_carry",
+]
