@@ -1,0 +1,38 @@
+"""A language-modelling corpus as the engine wants it: a fitted tokenizer and int32 token streams."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from lmjax.config import DataConfig
+
+from .tokenizers import Tokenizer, build_tokenizer
+
+
+@dataclasses.dataclass(frozen=True)
+class LMCorpus:
+    """Token streams of a text dataset; `valid` / `test` are None where the dataset lacks that split."""
+
+    tokenizer: Tokenizer
+    train: np.ndarray
+    valid: np.ndarray | None
+    test: np.ndarray | None
+
+
+def lm_corpus(data_cfg: DataConfig) -> LMCorpus:
+    """`data_cfg.dataset`'s splits (see `lmjax.data.load_text`), tokenized by `data_cfg.tokenizer` fitted on train.
+
+    The default, tiny_shakespeare, works offline with no data directory (lmjax embeds it). The first use prepares
+    the dataset under `$LMJAX_TFDS_DIR`; later ones read it from there.
+    """
+    from .builders import load_text, prepare  # TensorFlow Datasets takes a second to import; only this needs it
+
+    data_dir = data_cfg.data_dir or None
+    splits = prepare(data_cfg.dataset, data_dir=data_dir).info.splits
+    texts = {split: load_text(data_cfg.dataset, split, data_dir=data_dir) if split in splits else None
+             for split in ("train", "validation", "test")}
+    tokenizer = build_tokenizer(data_cfg, texts["train"])
+    streams = {split: None if text is None else tokenizer.encode(text) for split, text in texts.items()}
+    return LMCorpus(tokenizer, streams["train"], streams["validation"], streams["test"])
