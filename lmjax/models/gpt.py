@@ -1,0 +1,468 @@
+"""GPT: a decoder-only Transformer language model (Radford et al., 2018; 2019), as in nanoGPT.
+
+    h_0 = W_te[x] + W_pe[pos]                                      token + learned position embeddings
+    h_l = h_{l-1} + Attn(LN(h_{l-1})),  h_l += MLP(LN(h_l))        pre-LayerNorm blocks, l = 1..L
+    logits = LN(h_L) W_te^T                                        output projection tied to the input embedding
+
+Attn is causal multi-head attention with one fused Q/K/V projection; MLP is Linear(C, 4C) -> GELU -> Linear(4C, C).
+Residual projections start at std 0.02/sqrt(2L) so the residual stream's variance does not grow with depth. Dropout
+acts on the embeddings and on each residual branch; not on the attention probabilities, which
+`ops.dot_product_attention` keeps inside.
+
+Every parameter carries logical axis names (`config.DEFAULT_RULES` maps them onto the mesh). Parameters are fp32;
+matmuls run in the compute `dtype`; the residual stream, LayerNorms, softmax and loss stay fp32. The vocabulary is
+padded to a multiple of 128 for matmul-friendly shapes, and the padded logits are -inf.
+
+Generation keeps a fixed-size K/V cache [B, block_size, H, D] per layer, prefills the prompts and decodes one token
+at a time inside a jit-compiled `lax.while_loop`. The file ends with the presets, `shakespeare_char` first.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from lmjax.config import ConfigError, DataConfig, OptimConfig, RunConfig, TrainConfig, register_preset
+from lmjax.ops.attention import causal_mask, dot_product_attention
+from lmjax.ops.losses import token_cross_entropy
+from lmjax.ops.sampling import sample_logits
+from lmjax.train.task import Task
+
+VOCAB_MULTIPLE = 128
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+@dataclass(frozen=True)
+class GPTConfig:
+    family: ClassVar[str] = "gpt"
+    vocab_size: int = 0  # 0 = take it from the tokenizer
+    block_size: int = 256  # maximum sequence length (rows of the position table)
+    n_layer: int = 6
+    n_head: int = 6
+    n_embd: int = 384
+    dropout: float = 0.0
+    bias: bool = True  # biases in the Linears and LayerNorms
+    tie_embeddings: bool = True
+    mlp_ratio: int = 4
+    gelu_approximate: bool = False  # exact erf GELU like nanoGPT; GPT-2 itself used the tanh approximation
+    attention: str = "auto"  # `implementation` of ops.dot_product_attention
+    layer_norm_eps: float = 1e-5
+
+    @property
+    def padded_vocab_size(self) -> int:
+        return -(-self.vocab_size // VOCAB_MULTIPLE) * VOCAB_MULTIPLE
+
+    @property
+    def head_dim(self) -> int:
+        return self.n_embd // self.n_head
+
+
+def check_config(cfg: GPTConfig, seq_len: int | None = None) -> None:
+    """Raise a one-line `ConfigError` that names the fix for the first problem found."""
+    if cfg.vocab_size <= 0:
+        raise ConfigError(f"model.vocab_size={cfg.vocab_size}: build the model with model_from_config(run_cfg, "
+                          f"vocab_size) so it takes the tokenizer's size, or set model.vocab_size > 0")
+    if cfg.n_embd % cfg.n_head:
+        raise ConfigError(f"model.n_embd={cfg.n_embd} is not divisible by model.n_head={cfg.n_head}: "
+                          f"choose n_embd a multiple of n_head")
+    if seq_len is not None and seq_len > cfg.block_size:
+        raise ConfigError(f"data.seq_len={seq_len} exceeds model.block_size={cfg.block_size}: "
+                          f"lower data.seq_len or raise model.block_size")
+
+
+# --------------------------------------------------------------------------------------------------------- layers
+
+
+class Linear(nn.Module):
+    """y = x W^T + b, contracting the last `in_axes` axes of x [..., *in] with W [*out, *in] (torch's layout).
+
+    Stored (out, in), XLA's CPU weight-gradient matmuls need no transposes: a train step of `shakespeare_char` ran
+    about 15% faster than with Flax's (in, out). `axes` names the kernel's axes, out then in; the bias takes the out
+    part.
+    """
+
+    out_shape: tuple[int, ...]
+    axes: tuple[str, ...]
+    in_axes: int = 1
+    std: float = 0.02
+    use_bias: bool = True
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        in_shape = x.shape[x.ndim - self.in_axes:]
+        init = nn.with_logical_partitioning(nn.initializers.normal(self.std), self.axes)
+        kernel = self.param("kernel", init, (*self.out_shape, *in_shape), jnp.float32)
+        contract = (tuple(range(x.ndim - self.in_axes, x.ndim)), tuple(range(len(self.out_shape), kernel.ndim)))
+        y = lax.dot_general(x.astype(self.dtype), kernel.astype(self.dtype), (contract, ((), ())))
+        if self.use_bias:
+            bias_init = nn.with_logical_partitioning(nn.initializers.zeros, self.axes[: len(self.out_shape)])
+            y = y + self.param("bias", bias_init, self.out_shape, jnp.float32).astype(self.dtype)
+        return y
+
+
+def layer_norm(cfg: GPTConfig, name: str) -> nn.LayerNorm:
+    """LayerNorm computed and returned in fp32, whatever the compute dtype."""
+    return nn.LayerNorm(
+        epsilon=cfg.layer_norm_eps, use_bias=cfg.bias, dtype=jnp.float32, param_dtype=jnp.float32, name=name,
+        scale_init=nn.with_logical_partitioning(nn.initializers.ones, ("embed",)),
+        bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("embed",)),
+    )
+
+
+def _write_rows(cache: jax.Array, new: jax.Array, start: jax.Array) -> jax.Array:
+    """cache [B, S, H, D] with new [B, T, H, D] written at slots start[b] .. start[b] + T - 1 of each row b."""
+    return jax.vmap(lambda c, x, i: lax.dynamic_update_slice_in_dim(c, x, i, axis=0))(
+        cache, new.astype(cache.dtype), start)
+
+
+class CausalSelfAttention(nn.Module):
+    """Multi-head attention with a fused Q/K/V projection: W_qkv [3, H, D, C] maps x [B, T, C] to q, k, v [B, T, H, D].
+
+    With a `cache` ({"k", "v"}: [B, S, H, D]) the new keys and values are written at slots `write_start[b]` onward
+    and the queries attend over the whole cache (the mask hides unwritten slots); returns (y, new_cache).
+    """
+
+    config: GPTConfig
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x, *, mask, train: bool, cache=None, write_start=None):
+        cfg = self.config
+        qkv = Linear((3, cfg.n_head, cfg.head_dim), ("qkv", "heads", "kv", "embed"), use_bias=cfg.bias,
+                     dtype=self.dtype, name="c_attn")(x)
+        q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
+        q, k, v = (nn.with_logical_constraint(a, ("batch", "length", "heads", "kv")) for a in (q, k, v))
+        if cache is not None:
+            cache = {"k": _write_rows(cache["k"], k, write_start), "v": _write_rows(cache["v"], v, write_start)}
+            k, v = cache["k"], cache["v"]
+        y = dot_product_attention(q, k, v, mask=mask, implementation=cfg.attention)
+        y = Linear((cfg.n_embd,), ("embed", "heads", "kv"), in_axes=2, std=0.02 / (2 * cfg.n_layer) ** 0.5,
+                   use_bias=cfg.bias, dtype=self.dtype, name="c_proj")(y)
+        return nn.Dropout(cfg.dropout)(y, deterministic=not train), cache
+
+
+class MLP(nn.Module):
+    """Linear(C, 4C) -> GELU -> Linear(4C, C) -> dropout."""
+
+    config: GPTConfig
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x, *, train: bool):
+        cfg = self.config
+        hidden = cfg.mlp_ratio * cfg.n_embd
+        h = Linear((hidden,), ("mlp", "embed"), use_bias=cfg.bias, dtype=self.dtype, name="c_fc")(x)
+        h = nn.with_logical_constraint(jax.nn.gelu(h, approximate=cfg.gelu_approximate), ("batch", "length", "mlp"))
+        y = Linear((cfg.n_embd,), ("embed", "mlp"), std=0.02 / (2 * cfg.n_layer) ** 0.5, use_bias=cfg.bias,
+                   dtype=self.dtype, name="c_proj")(h)
+        return nn.Dropout(cfg.dropout)(y, deterministic=not train)
+
+
+class Block(nn.Module):
+    """x + Attn(LN(x)), then + MLP(LN(.)); the residual stream x stays fp32."""
+
+    config: GPTConfig
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x, *, mask, train: bool, cache=None, write_start=None):
+        cfg = self.config
+        y, cache = CausalSelfAttention(cfg, self.dtype, name="attn")(
+            layer_norm(cfg, "ln_1")(x), mask=mask, train=train, cache=cache, write_start=write_start)
+        x = x + y.astype(jnp.float32)
+        x = x + MLP(cfg, self.dtype, name="mlp")(layer_norm(cfg, "ln_2")(x), train=train).astype(jnp.float32)
+        return nn.with_logical_constraint(x, ("batch", "length", "embed")), cache
+
+
+# ---------------------------------------------------------------------------------------------------------- model
+
+
+class GPT(nn.Module):
+    """tokens int [B, T] -> logits fp32 [B, T, padded_vocab_size], columns >= vocab_size at -inf.
+
+    positions: int [B, T] (default 0..T-1 in every row); they index the position table and, with a cache, are the
+    cache slots the tokens occupy (consecutive within a row). cache: from `init_cache`; then the call returns
+    (logits, new_cache) and query t of row b sees the slots <= positions[b, t]. train=True enables dropout (needs
+    rngs={"dropout": key}).
+    """
+
+    config: GPTConfig
+    dtype: Any = jnp.float32  # compute dtype of the matmuls
+
+    @nn.compact
+    def __call__(self, tokens, *, train: bool = False, positions=None, cache=None):
+        cfg = self.config
+        check_config(cfg)
+        batch, length = tokens.shape
+        if length > cfg.block_size:
+            raise ValueError(f"sequence of length {length} is longer than model.block_size={cfg.block_size}: "
+                             f"crop it to the last {cfg.block_size} tokens or use a model with a larger block_size")
+        if positions is None:
+            positions = jnp.broadcast_to(jnp.arange(length, dtype=jnp.int32), (batch, length))
+
+        normal = nn.initializers.normal(0.02)
+        wte = self.param("wte", nn.with_logical_partitioning(normal, ("vocab", "embed")),
+                         (cfg.padded_vocab_size, cfg.n_embd), jnp.float32)
+        wpe = self.param("wpe", nn.with_logical_partitioning(normal, ("positions", "embed")),
+                         (cfg.block_size, cfg.n_embd), jnp.float32)
+        # All-gather the tables' (fsdp-sharded) embed axis before the lookups: SPMD cannot turn a gather's
+        # embed-sharded rows into batch-sharded activations without replicating them in full.
+        token_rows = nn.with_logical_constraint(wte, ("vocab", None))
+        position_rows = nn.with_logical_constraint(wpe, ("positions", None))
+        x = nn.Dropout(cfg.dropout)(token_rows[tokens] + position_rows[positions], deterministic=not train)
+        x = nn.with_logical_constraint(x, ("batch", "length", "embed"))
+
+        if cache is None:
+            mask, write_start = causal_mask(length), None
+        else:  # causal over absolute positions, per row: query at position p sees cache slots 0..p
+            write_start = positions[:, 0]
+            mask = jax.vmap(lambda p: causal_mask(length, cfg.block_size, offset=p)[0])(write_start)
+        new_cache = []
+        for i in range(cfg.n_layer):
+            x, layer_cache = Block(cfg, self.dtype, name=f"h_{i}")(
+                x, mask=mask, train=train, cache=None if cache is None else cache[i], write_start=write_start)
+            new_cache.append(layer_cache)
+        x = layer_norm(cfg, "ln_f")(x).astype(self.dtype)
+
+        if cfg.tie_embeddings:
+            logits = x @ wte.astype(self.dtype).T
+        else:
+            logits = Linear((cfg.padded_vocab_size,), ("vocab", "embed"), use_bias=False, dtype=self.dtype,
+                            name="lm_head")(x)
+        # Padding columns get probability 0 in every softmax, argmax and sampler downstream.
+        logits = jnp.where(jnp.arange(cfg.padded_vocab_size) < cfg.vocab_size, logits.astype(jnp.float32), -jnp.inf)
+        logits = nn.with_logical_constraint(logits, ("batch", "length", "vocab"))
+        return logits if cache is None else (logits, tuple(new_cache))
+
+
+def init_cache(cfg: GPTConfig, batch: int, dtype: Any = jnp.float32) -> tuple[dict[str, jax.Array], ...]:
+    """An empty K/V cache: one {"k", "v"} of zeros [batch, block_size, n_head, head_dim] per layer."""
+    shape = (batch, cfg.block_size, cfg.n_head, cfg.head_dim)
+    return tuple({"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype)} for _ in range(cfg.n_layer))
+
+
+def count_params(params) -> int:
+    """Number of scalars in a (possibly boxed or abstract) parameter tree."""
+    return sum(int(p.size) for p in jax.tree_util.tree_leaves(nn.meta.unbox(params)))
+
+
+# ----------------------------------------------------------------------------------------------------- generation
+
+
+def generate(
+    model: GPT,
+    params,
+    prompt_ids: jax.Array,
+    *,
+    max_new_tokens: int,
+    prompt_lengths: jax.Array | None = None,
+    temperature: float = 1.0,
+    top_k: int = 0,
+    top_p: float = 1.0,
+    eos_id: int | None = None,
+    rng: jax.Array | None = None,
+) -> jax.Array:
+    """Sample continuations of a batch of prompts: int32 [B, P + max_new_tokens].
+
+    prompt_ids: int [B, P], RIGHT-padded; prompt_lengths: int [B] in 1..P (default: all P). Row b's continuation
+    starts at column prompt_lengths[b], so out[b, :prompt_lengths[b] + n] is its prompt and its n new tokens; the
+    columns after a row's end hold eos_id (or 0 without one). Sampling: ops.sample_logits (temperature 0 = greedy,
+    top_k 0 and top_p 1 = off), token n of the run drawn with fold_in(rng, n). A row stops after emitting eos_id;
+    the loop stops when every row has, or after max_new_tokens.
+
+    While a row fits in block_size, each new token costs one cached decode step; beyond it, generation slides a
+    block_size window (nanoGPT's crop), recomputing it for each token. One compilation per (model, shapes,
+    max_new_tokens, temperature, top_k, top_p); prompt_lengths, eos_id and rng are traced.
+    """
+    batch, prompt_len = prompt_ids.shape
+    if prompt_len < 1 or max_new_tokens < 1:
+        raise ValueError(f"generate needs prompts of at least one token and max_new_tokens >= 1, got prompts of "
+                         f"length {prompt_len} and max_new_tokens={max_new_tokens}")
+    if prompt_len > model.config.block_size:
+        raise ValueError(f"prompts of length {prompt_len} are longer than model.block_size={model.config.block_size}:"
+                         f" keep their last {model.config.block_size} tokens")
+    if rng is None:
+        if temperature != 0:
+            raise ValueError("generate needs rng=jax.random.key(...) unless temperature=0 (greedy)")
+        rng = jax.random.key(0)
+    lengths = jnp.full((batch,), prompt_len) if prompt_lengths is None else prompt_lengths
+    eos = -1 if eos_id is None else eos_id  # -1 matches no token
+    return _generate(model, params, jnp.asarray(prompt_ids, jnp.int32), jnp.asarray(lengths, jnp.int32),
+                     jnp.int32(eos), rng, max_new_tokens=max_new_tokens, temperature=float(temperature),
+                     top_k=int(top_k), top_p=float(top_p))
+
+
+@functools.partial(jax.jit, static_argnames=("model", "max_new_tokens", "temperature", "top_k", "top_p"))
+def _generate(model, params, prompt_ids, lengths, eos_id, rng, *, max_new_tokens, temperature, top_k, top_p):
+    """The compiled body of `generate`: prefill, a cached decode loop, then (if needed) a sliding-window loop."""
+    cfg = model.config
+    batch, prompt_len = prompt_ids.shape
+    rows = jnp.arange(batch)
+    fill = jnp.maximum(eos_id, 0)
+    tokens = jnp.pad(prompt_ids, ((0, 0), (0, max_new_tokens)))
+    tokens = jnp.where(jnp.arange(tokens.shape[1]) < lengths[:, None], tokens, fill)
+    apply = functools.partial(model.apply, {"params": params})
+
+    def emit(state, logits):
+        """Sample token n of every row from logits [B, V] and write it at column lengths + n."""
+        n, tokens, done, cache = state
+        tok = sample_logits(jax.random.fold_in(rng, n), logits[:, : cfg.vocab_size],
+                            temperature=temperature, top_k=top_k, top_p=top_p)
+        tok = jnp.where(done, fill, tok)
+        return n + 1, tokens.at[rows, lengths + n].set(tok), done | (tok == eos_id), cache
+
+    def running(limit):
+        return lambda state: (state[0] < limit) & ~jnp.all(state[2])
+
+    def cached_step(state):
+        n, tokens, done, cache = state
+        pos = (lengths + n - 1)[:, None]  # the last token's position: it goes into the cache, its logits are read
+        logits, cache = apply(tokens[rows[:, None], pos], positions=pos, cache=cache)
+        return emit((n, tokens, done, cache), logits[:, 0])
+
+    def window_step(state):
+        n, tokens = state[:2]
+        end = lengths + n
+        start = jnp.maximum(end - cfg.block_size, 0)
+        window = jax.vmap(lambda row, s: lax.dynamic_slice_in_dim(row, s, cfg.block_size))(tokens, start)
+        return emit(state, apply(window)[rows, end - 1 - start])
+
+    logits, cache = apply(tokens[:, :prompt_len], cache=init_cache(cfg, batch, model.dtype))
+    state = emit((jnp.int32(0), tokens, jnp.zeros((batch,), bool), cache), logits[rows, lengths - 1])
+    # Token n is read off position lengths + n - 1, which must be a cache slot: n <= block_size - P.
+    state = lax.while_loop(running(min(max_new_tokens, cfg.block_size - prompt_len + 1)), cached_step, state)
+    if prompt_len + max_new_tokens > cfg.block_size:
+        state = lax.while_loop(running(max_new_tokens), window_step, state)
+    return state[1]
+
+
+# ------------------------------------------------------------------------------------------------- engine contract
+
+
+def model_from_config(run_cfg: RunConfig, vocab_size: int) -> GPT:
+    """The GPT of `run_cfg` for a tokenizer of `vocab_size` ids, in the compute dtype of `run_cfg.train.dtype`."""
+    cfg: GPTConfig = run_cfg.model
+    if cfg.vocab_size == 0:
+        cfg = dataclasses.replace(cfg, vocab_size=vocab_size)
+    elif cfg.vocab_size < vocab_size:
+        raise ConfigError(f"model.vocab_size={cfg.vocab_size} is smaller than the tokenizer's {vocab_size} ids: "
+                          f"set model.vocab_size=0 (take the tokenizer's) or >= {vocab_size}")
+    check_config(cfg, run_cfg.data.seq_len)
+    if run_cfg.train.dtype not in DTYPES:
+        raise ConfigError(f"train.dtype={run_cfg.train.dtype!r} is unknown: choose one of {', '.join(DTYPES)}")
+    return GPT(cfg, dtype=DTYPES[run_cfg.train.dtype])
+
+
+def make_task(run_cfg: RunConfig, vocab_size: int) -> Task:
+    """The engine's view of a GPT: next-token cross entropy (sum, count) and nanoGPT's FLOP estimate."""
+    model = model_from_config(run_cfg, vocab_size)
+    cfg = model.config
+    batch, seq_len = run_cfg.data.batch_size, run_cfg.data.seq_len
+    example = {k: jax.ShapeDtypeStruct((batch, seq_len), jnp.int32) for k in ("inputs", "targets")}
+
+    def loss_fn(params, batch, rng, train):
+        rngs = {"dropout": rng} if rng is not None else {}
+        logits = model.apply({"params": params}, batch["inputs"], train=train, rngs=rngs)
+        # Only the real vocabulary: label smoothing must not spread mass over padding columns.
+        loss_sum, count = token_cross_entropy(logits[..., : cfg.vocab_size], batch["targets"], batch.get("mask"))
+        return loss_sum, count, {}
+
+    # nanoGPT's estimate_mfu: 6N per token for the weight matmuls (position table excluded: it is a lookup, as is
+    # the input table when untied) plus 12 L C T for attention scores and values, forward and backward.
+    params = nn.meta.unbox(jax.eval_shape(model.init, jax.random.key(0), example["inputs"]))["params"]
+    lookups = params["wpe"].size + (0 if cfg.tie_embeddings else params["wte"].size)
+    flops = 6 * (count_params(params) - lookups) + 12 * cfg.n_layer * cfg.n_embd * seq_len
+
+    def sample_fn(params, tokenizer, prompt: str, max_new_tokens: int, rng, *, temperature: float = 0.8,
+                  top_k: int = 200, top_p: float = 1.0) -> str:
+        """The prompt and its continuation as text (defaults: nanoGPT's sample.py); the prompt's last block_size
+        tokens are the context."""
+        ids = list(tokenizer.encode(prompt))[-cfg.block_size:]
+        if not ids:
+            raise ValueError(f"the sample prompt {prompt!r} encodes to no tokens: give at least one character")
+        out = generate(model, params, jnp.asarray([ids], jnp.int32), max_new_tokens=max_new_tokens,
+                       temperature=temperature, top_k=min(top_k, cfg.vocab_size), top_p=top_p, rng=rng)
+        return tokenizer.decode([int(t) for t in out[0]])
+
+    return Task(model=model, loss_fn=loss_fn, example_batch=example, flops_per_token=float(flops),
+                tokens_per_example=seq_len, sample_fn=sample_fn)
+
+
+# --------------------------------------------------------------------------------------------------------- presets
+
+
+@register_preset("shakespeare_char", "char-level GPT (4x128) on tiny_shakespeare; trains in minutes on 2 CPU cores")
+def shakespeare_char() -> RunConfig:
+    """nanoGPT's CPU configuration of train_shakespeare_char (README): eval loss about 1.88 after 2000 steps."""
+    return RunConfig(
+        name="shakespeare_char",
+        model=GPTConfig(block_size=64, n_layer=4, n_head=4, n_embd=128, dropout=0.0, bias=False),
+        data=DataConfig(dataset="tiny_shakespeare", tokenizer="char", seq_len=64, batch_size=12),
+        optim=OptimConfig(lr=1e-3, end_lr=1e-4, warmup_steps=100, weight_decay=0.1, b2=0.99, clip_norm=1.0),
+        train=TrainConfig(steps=2000, eval_every=250, eval_batches=20, checkpoint_every=500),
+    )
+
+
+@register_preset("shakespeare_char_nanogpt", "nanoGPT's GPU shakespeare-char GPT (6x384, block 256, dropout 0.2)")
+def shakespeare_char_nanogpt() -> RunConfig:
+    """nanoGPT's config/train_shakespeare_char.py: about 1.47 validation loss after 5000 steps."""
+    return RunConfig(
+        name="shakespeare_char_nanogpt",
+        model=GPTConfig(block_size=256, n_layer=6, n_head=6, n_embd=384, dropout=0.2, bias=False),
+        data=DataConfig(dataset="tiny_shakespeare", tokenizer="char", seq_len=256, batch_size=64),
+        optim=OptimConfig(lr=1e-3, end_lr=1e-4, warmup_steps=100, weight_decay=0.1, b2=0.99, clip_norm=1.0),
+        train=TrainConfig(steps=5000, eval_every=250, eval_batches=200, checkpoint_every=1000),
+    )
+
+
+def _gpt2(name: str, n_layer: int, n_head: int, n_embd: int, lr: float) -> RunConfig:
+    """GPT-2 shapes (50257 BPE ids, 1024 positions, tanh GELU, biases) with nanoGPT's train_gpt2 recipe: about
+    0.5M tokens per step (12 x 1024 x 40 accumulated), 600k steps, b2 0.95; lr per size from GPT-3's table."""
+    return RunConfig(
+        name=name,
+        model=GPTConfig(vocab_size=50257, block_size=1024, n_layer=n_layer, n_head=n_head, n_embd=n_embd,
+                        bias=True, gelu_approximate=True),
+        data=DataConfig(dataset="tiny_shakespeare", tokenizer="bpe", vocab_size=50257, seq_len=1024, batch_size=12),
+        optim=OptimConfig(lr=lr, end_lr=lr / 10, warmup_steps=2000, weight_decay=0.1, b2=0.95, clip_norm=1.0,
+                          grad_accum=40),
+        train=TrainConfig(steps=600_000, eval_every=1000, eval_batches=200, checkpoint_every=2000),
+    )
+
+
+@register_preset("gpt2_124m", "GPT-2 small: 12 layers, 768 wide, 12 heads (124M parameters)")
+def gpt2_124m() -> RunConfig:
+    return _gpt2("gpt2_124m", 12, 12, 768, 6e-4)
+
+
+@register_preset("gpt2_355m", "GPT-2 medium: 24 layers, 1024 wide, 16 heads (355M parameters)")
+def gpt2_355m() -> RunConfig:
+    return _gpt2("gpt2_355m", 24, 16, 1024, 3e-4)
+
+
+@register_preset("gpt2_774m", "GPT-2 large: 36 layers, 1280 wide, 20 heads (774M parameters)")
+def gpt2_774m() -> RunConfig:
+    return _gpt2("gpt2_774m", 36, 20, 1280, 2.5e-4)
+
+
+@register_preset("gpt2_1_5b", "GPT-2 XL: 48 layers, 1600 wide, 25 heads (1.5B parameters)")
+def gpt2_1_5b() -> RunConfig:
+    return _gpt2("gpt2_1_5b", 48, 25, 1600, 2e-4)
+
+
+@register_preset("gpt_smoke", "tiny GPT (2x32) on tiny_shakespeare for 20 steps: a seconds-long end-to-end test")
+def gpt_smoke() -> RunConfig:
+    return RunConfig(
+        name="gpt_smoke",
+        model=GPTConfig(block_size=16, n_layer=2, n_head=2, n_embd=32),
+        data=DataConfig(dataset="tiny_shakespeare", tokenizer="char", seq_len=16, batch_size=4),
+        optim=OptimConfig(lr=1e-3, warmup_steps=5),
+        train=TrainConfig(steps=20, eval_every=10, eval_batches=2, log_every=5, checkpoint_every=10, sample_tokens=24),
+    )
