@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 import time
 
@@ -38,7 +39,40 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 def _config(args):
     from lmjax.config import get_preset
 
-    return get_preset(args.preset, args.set or [])
+    cfg = get_preset(args.preset, args.set or [])
+    if args.command in ("train", "eval", "generate") and cfg.train.dtype == "float32":
+        _cpu_fast_path()
+    return cfg
+
+
+def _cpu_fast_path() -> None:
+    """Turn on XLA's YNNPACK dot/reduce fusions for fp32 runs (no effect off CPU).
+
+    It removes slow transposes from the weight-gradient matmuls (about 20% less CPU per GPT step here, same losses)
+    but slows bf16 matmuls, hence fp32 only. XLA reads the flag when JAX starts its backend, which has not happened
+    yet at this point. LMJAX_CPU_FAST=0 turns it off.
+    """
+    if os.environ.get("LMJAX_CPU_FAST", "1") == "0":
+        return
+    from lmjax.train.peak import cpu_fast_path
+
+    os.environ.update(cpu_fast_path(tcmalloc=False))
+
+
+def _reexec_with_tcmalloc(argv: list[str]) -> None:
+    """Restart this command with tcmalloc preloaded when it is installed and not yet loaded.
+
+    glibc's malloc page-faults fresh memory on every jit call; tcmalloc reuses it (about 30% less CPU per small GPT
+    step here). Only a process started with LD_PRELOAD gets it, hence the re-exec. LMJAX_TCMALLOC=0 turns it off.
+    """
+    if os.environ.get("LMJAX_TCMALLOC", "1") == "0" or "tcmalloc" in os.environ.get("LD_PRELOAD", ""):
+        return
+    from lmjax.train.peak import find_tcmalloc
+
+    lib = find_tcmalloc()
+    if lib:
+        env = {**os.environ, "LD_PRELOAD": f"{lib} {os.environ.get('LD_PRELOAD', '')}".strip()}
+        os.execve(sys.executable, [sys.executable, "-m", "lmjax", *argv], env)
 
 
 def cmd_presets(args) -> int:
@@ -162,6 +196,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if argv is None and args.command in ("train", "eval", "generate"):
+        _reexec_with_tcmalloc(sys.argv[1:])
     try:
         return args.fn(args)
     except _user_errors() as e:

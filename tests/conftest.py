@@ -3,11 +3,20 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+
+# Set before any test imports JAX, and inherited by the subprocesses tests start:
+# - CPU only (a libtpu in the environment would otherwise claim the TPU lock and print warnings);
+# - a private cache (compiled programs shared by this session's processes; nothing read from or left in ~/.cache);
+# - a fixed MFU denominator: tests never assert timings, so they skip measuring the matmul peak.
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+os.environ.setdefault("LMJAX_CACHE_DIR", tempfile.mkdtemp(prefix="lmjax-test-cache-"))
+os.environ.setdefault("LMJAX_PEAK_GFLOPS", "100")
 
 
 @pytest.fixture(scope="session")

@@ -2,8 +2,8 @@
 
 - Explicit (any platform, also two processes on localhost in tests): `LMJAX_COORDINATOR=host:port`,
   `LMJAX_NUM_PROCESSES=N`, `LMJAX_PROCESS_ID=i`.
-- TPU pod slices and SLURM/other clusters JAX detects itself: `LMJAX_DISTRIBUTED=1` (set by tpu_setup.sh) calls
-  `jax.distributed.initialize()` with no arguments.
+- TPU pod slices and SLURM/other clusters JAX detects itself: `LMJAX_DISTRIBUTED=1` (set by tpu_setup.sh), or a
+  TPU VM whose `TPU_WORKER_HOSTNAMES` lists several hosts, calls `jax.distributed.initialize()` with no arguments.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ def maybe_initialize() -> bool:
             process_id=int(os.environ["LMJAX_PROCESS_ID"]),
         )
         _initialized = True
-    elif os.environ.get("LMJAX_DISTRIBUTED", "") not in ("", "0"):
+    elif os.environ.get("LMJAX_DISTRIBUTED", "") not in ("", "0") or "," in os.environ.get("TPU_WORKER_HOSTNAMES", ""):
         jax.distributed.initialize()
         _initialized = True
     return jax.process_count() > 1

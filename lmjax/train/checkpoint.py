@@ -80,6 +80,8 @@ class Checkpointer:
             best_mode=best_mode,
             enable_async_checkpointing=async_save,
         )
+        if jax.process_index() == 0:
+            _set_aside_unlistable(self.directory)
         self._mgr = ocp.CheckpointManager(self.directory, options=options)
 
     def save(self, step: int, state, *, extra: dict, metrics: dict | None = None, force: bool = False) -> None:
@@ -204,6 +206,28 @@ class _Score:
     def __call__(self, metrics) -> float:
         value = (metrics or {}).get(self.name)
         return float(value) if value is not None and math.isfinite(value) else self.worst
+
+
+def _set_aside_unlistable(directory: pathlib.Path) -> None:
+    """Rename committed step dirs whose Orbax metadata file is unreadable to `<step>.unreadable`.
+
+    Orbax's CheckpointManager reads every step's `_CHECKPOINT_METADATA` when it opens a directory and fails outright
+    on a truncated one, which would make every older good checkpoint unreachable. Renaming (never deleting) takes the
+    broken step out of the listing so restore falls back to the previous one; the files stay for inspection.
+    """
+    if not directory.is_dir():
+        return
+    for step_dir in directory.iterdir():
+        meta = step_dir / "_CHECKPOINT_METADATA"
+        if not (step_dir.name.isdigit() and meta.exists()):
+            continue
+        try:
+            json.loads(meta.read_text())
+        except (OSError, ValueError) as e:
+            target = step_dir.with_name(f"{step_dir.name}.unreadable")
+            step_dir.rename(target)
+            log.warning("checkpoint step %s in %s is unreadable (%s); moved it to %s, falling back to an earlier step",
+                        step_dir.name, directory, _brief(e), target.name)
 
 
 def _stored_shape(x) -> tuple[int, ...]:

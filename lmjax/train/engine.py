@@ -13,6 +13,7 @@ from `lmjax.data.lm_corpus`).
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 from typing import Any, Iterable
 
@@ -128,8 +129,14 @@ class Engine:
                              out_shardings=(self.replicated, self.param_shardings))
 
     # --------------------------------------------------------------------------------------------------- running
+    @contextlib.contextmanager
+    def activate(self):
+        """The mesh and the logical-axis rules, so `nn.with_logical_constraint` inside models takes effect."""
+        with jax.set_mesh(self.mesh), nn.logical_axis_rules(list(self.rules)):
+            yield
+
     def init_state(self) -> TrainState:
-        with jax.set_mesh(self.mesh):
+        with self.activate():
             return self._init(jax.random.PRNGKey(self.cfg.train.seed))
 
     def abstract_state(self) -> TrainState:
@@ -143,7 +150,7 @@ class Engine:
         """Run K optimizer steps; `host_batches` leaves are this process's rows, shaped [K, A, B_local, ...]."""
         batches = {k: jax.make_array_from_process_local_data(self.batch_shardings[k], np.asarray(v))
                    for k, v in host_batches.items()}
-        with jax.set_mesh(self.mesh):
+        with self.activate():
             return self._train(state, batches)
 
     def evaluate(self, params, batches: Iterable[dict[str, np.ndarray]] | None = None) -> dict[str, float]:
@@ -153,7 +160,7 @@ class Engine:
                 return {}
             batches = self.data.eval(jax.process_index(), jax.process_count())
         total, count = 0.0, 0.0
-        with jax.set_mesh(self.mesh):
+        with self.activate():
             for batch in batches:
                 loss_sum, n = self._eval(params, host_to_global(batch, self.eval_batch_sharding))
                 total += float(loss_sum)
@@ -164,7 +171,7 @@ class Engine:
 
     def loss_and_grads(self, params, host_batch: dict[str, np.ndarray]) -> tuple[jax.Array, Any]:
         """Mean loss and its gradients for one global batch, in eval mode (for 1-vs-N-device parity checks)."""
-        with jax.set_mesh(self.mesh):
+        with self.activate():
             return self._grad(params, host_to_global(host_batch, self.eval_batch_sharding))
 
     def stack_batches(self, iterator, steps: int) -> dict[str, np.ndarray]:

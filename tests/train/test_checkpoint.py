@@ -147,6 +147,23 @@ def test_broken_latest_falls_back_with_one_warning(tmp_path, caplog, corrupt):
     ckpt.close()
 
 
+def test_truncated_orbax_metadata_is_set_aside(tmp_path, caplog):
+    # Orbax cannot even open a directory holding a step with an empty _CHECKPOINT_METADATA.
+    ckpt = Checkpointer(tmp_path, keep=3)
+    save_steps(ckpt, [1, 2])
+    ckpt.close()
+    (tmp_path / "2" / "_CHECKPOINT_METADATA").write_bytes(b"")
+    with caplog.at_level(logging.WARNING, logger=LOGGER):
+        ckpt = Checkpointer(tmp_path, keep=3)
+    assert ckpt.latest_step() == 1
+    step, state, _ = ckpt.restore(abstract(make_state()))
+    assert step == 1
+    assert_bit_identical(state, make_state(1))
+    assert (tmp_path / "2.unreadable").is_dir()
+    assert any("step 2" in r.getMessage() and "falling back" in r.getMessage() for r in caplog.records)
+    ckpt.close()
+
+
 def test_uncommitted_temp_dir_is_ignored(tmp_path, caplog):
     with Checkpointer(tmp_path) as ckpt:
         save_steps(ckpt, [5])
