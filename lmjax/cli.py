@@ -40,7 +40,7 @@ def _config(args):
     from lmjax.config import get_preset
 
     cfg = get_preset(args.preset, args.set or [])
-    if args.command in ("train", "eval", "generate") and cfg.train.dtype == "float32":
+    if args.as_program and args.command in ("train", "eval", "generate") and cfg.train.dtype == "float32":
         _cpu_fast_path()
     return cfg
 
@@ -100,9 +100,16 @@ def cmd_train(args) -> int:
     if result.step == 0:
         return 0
     print(f"\nrun: {result.workdir}")
-    print(f"steps {result.step}  train loss {result.train_loss:.4f}"
-          + (f"  eval loss {result.eval_loss:.4f} (ppl {math.exp(result.eval_loss):.2f})" if result.eval_loss else ""))
-    print(f"{result.tokens_per_s:,.0f} tokens/s  MFU {100 * result.mfu:.1f}%  wall {result.wall_s:.1f} s")
+    if not result.losses:
+        print(f"already trained to step {result.step}; --set train.resume=false starts over")
+    line = f"steps {result.step}"
+    if math.isfinite(result.train_loss):
+        line += f"  train loss {result.train_loss:.4f}"
+    if result.eval_loss is not None:
+        line += f"  eval loss {result.eval_loss:.4f} (ppl {math.exp(result.eval_loss):.2f})"
+    print(line)
+    if result.losses:
+        print(f"{result.tokens_per_s:,.0f} tokens/s  MFU {100 * result.mfu:.1f}%  wall {result.wall_s:.1f} s")
     if result.sample is not None:
         print("sample:\n" + result.sample)
     return 0
@@ -196,7 +203,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if argv is None and args.command in ("train", "eval", "generate"):
+    args.as_program = argv is None  # process-wide environment changes only when run as the `lmjax` program
+    if args.as_program and args.command in ("train", "eval", "generate"):
         _reexec_with_tcmalloc(sys.argv[1:])
     try:
         return args.fn(args)

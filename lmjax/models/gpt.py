@@ -407,7 +407,7 @@ def shakespeare_char() -> RunConfig:
         model=GPTConfig(block_size=64, n_layer=4, n_head=4, n_embd=128, dropout=0.0, bias=False),
         data=DataConfig(dataset="tiny_shakespeare", tokenizer="char", seq_len=64, batch_size=12),
         optim=OptimConfig(lr=1e-3, end_lr=1e-4, warmup_steps=100, weight_decay=0.1, b2=0.99, clip_norm=1.0),
-        train=TrainConfig(steps=2000, eval_every=250, eval_batches=20, checkpoint_every=500),
+        train=TrainConfig(steps=2000, eval_every=250, eval_batches=20, checkpoint_every=500, steps_per_call=10),
     )
 
 

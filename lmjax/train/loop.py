@@ -143,6 +143,8 @@ def train(cfg: RunConfig, *, engine: Engine | None = None, stop_after: int | Non
         if (cfg.train.checkpoint_every and step % cfg.train.checkpoint_every == 0) or step == limit:
             ckpt.save(step, state, extra={"data": data_iter.state(), "config": to_dict(cfg)},
                       metrics=evaluated or None, force=True)
+    if eval_loss is None and engine.data.eval is not None:  # e.g. resumed a finished run: report where it stands
+        eval_loss = engine.evaluate(state.params).get("eval_loss")
     ckpt.wait()
     ckpt.close()
     plot_path = log.close(plot=cfg.train.plot)
