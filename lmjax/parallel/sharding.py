@@ -37,7 +37,8 @@ def _axis_size(mesh: Mesh, axes) -> int:
     return math.prod(mesh.shape[a] for a in axes)
 
 
-def _path_str(path) -> str:
+def path_str(path) -> str:
+    """'/'-joined names of a pytree key path, e.g. 'h_0/attn/c_attn/kernel' (used in messages and freeze patterns)."""
     return "/".join(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in path)
 
 
@@ -53,7 +54,7 @@ def validate_divisible(abstract_tree, spec_tree, mesh: Mesh, what: str = "parame
                 names = (axes,) if isinstance(axes, str) else axes
                 knobs = " or ".join(f"mesh.{a}" for a in names)
                 raise ConfigError(
-                    f"{what} {_path_str(path)} has a dimension of {dim} sharded over mesh axis {ax} of size {size}, "
+                    f"{what} {path_str(path)} has a dimension of {dim} sharded over mesh axis {ax} of size {size}, "
                     f"which does not divide it: change the model size so {dim} becomes a multiple of {size}, or lower {knobs}"
                 )
 

@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import optax
 
 from lmjax.config import ConfigError, OptimConfig
+from lmjax.parallel.sharding import path_str
 
 OPTIMIZERS = ("adamw", "sgd", "adagrad")
 SCHEDULES = ("cosine", "linear", "inverse_sqrt", "constant")
@@ -46,11 +47,6 @@ def make_schedule(cfg: OptimConfig, total_steps: int) -> optax.Schedule:
     if warmup == 0:
         return decay
     return optax.join_schedules([optax.linear_schedule(0.0, cfg.lr, warmup), decay], [warmup])
-
-
-def path_str(path) -> str:
-    """'/'-joined names of a pytree key path, e.g. 'blocks_0/attn/qkv/kernel'."""
-    return "/".join(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in path)
 
 
 def freeze_labels(params, patterns: tuple[str, ...]):
