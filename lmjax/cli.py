@@ -121,8 +121,10 @@ def _restore(cfg, *, need_data: bool):
     from lmjax.train.checkpoint import CheckpointError, Checkpointer
     from lmjax.train.engine import Engine
     from lmjax.train.loop import workdir_for
+    from lmjax.train.peak import enable_compilation_cache
     from lmjax.train.task import Data
 
+    enable_compilation_cache()
     workdir = workdir_for(cfg)
     ckpt = Checkpointer(workdir / "checkpoints", keep=cfg.train.keep_checkpoints, best_metric=None)
     if ckpt.latest_step() is None:
