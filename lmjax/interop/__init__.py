@@ -1,0 +1,1 @@
+"""Reading and writing other tools' model formats (ARPA back-off language models)."""
