@@ -121,3 +121,14 @@ def test_missing_checkpoint_is_one_line(capsys, tmp_path):
 def test_module_entry_point():
     proc = _lmjax("presets", cwd=pathlib.Path(__file__).parent)
     assert proc.returncode == 0 and "shakespeare_char" in proc.stdout
+
+
+def test_ngram_subcommand(tmp_path, capsys):
+    corpus = tmp_path / "train.txt"
+    corpus.write_text("the cat sat\nthe dog sat\nthe cat ran\n")
+    arpa = tmp_path / "lm.arpa"
+    assert main(["ngram", "build", str(corpus), str(arpa), "--order", "2"]) == 0
+    assert arpa.read_text().startswith("\n\\data\\") or "\\data\\" in arpa.read_text()
+    capsys.readouterr()
+    assert main(["ngram", "compare", str(arpa), "the cat sat", "sat cat the"]) == 0
+    assert "the cat sat" in capsys.readouterr().out
