@@ -5,6 +5,7 @@
     lmjax eval PRESET [--set ...] [--split test]    exact loss/perplexity of the latest checkpoint
     lmjax generate PRESET [--set ...] --prompt TEXT sample from the latest checkpoint, with tokens/s
     lmjax config PRESET [--set ...]                 print the resolved config as JSON
+    lmjax compile PRESET --topology v5e:2x4 [--set ...]   TPU memory/FLOPs report from the real compiler
     lmjax ngram {build,score,ppl,next,fill,compare} count-based n-gram LMs (ARPA files, KenLM-compatible)
 
 Errors a user can cause (unknown preset or key, bad value, missing data, broken checkpoint) print one line naming the
@@ -201,16 +202,21 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--top-p", type=float, default=1.0)
     gen.add_argument("--seed", type=int, default=0)
     gen.set_defaults(fn=cmd_generate)
+    sub.add_parser("compile", help="compile a preset's train step ahead of time for a TPU topology (needs libtpu)")
     sub.add_parser("ngram", help="count-based n-gram LMs: build, score, ppl, next, fill, compare (see -h)")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     raw = sys.argv[1:] if argv is None else list(argv)
-    if raw[:1] == ["ngram"]:  # its own parser (argparse's REMAINDER would swallow a leading -h)
+    if raw[:1] == ["ngram"]:  # commands with parsers of their own (argparse's REMAINDER would swallow a leading -h)
         from lmjax.models import ngram
 
         return ngram.main(raw[1:])
+    if raw[:1] == ["compile"]:
+        from lmjax.parallel import compile_cli
+
+        return compile_cli.main(raw[1:])
     args = build_parser().parse_args(argv)
     args.as_program = argv is None  # process-wide environment changes only when run as the `lmjax` program
     if args.as_program and args.command in ("train", "eval", "generate"):
