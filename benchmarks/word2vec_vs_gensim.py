@@ -1,0 +1,136 @@
+"""word2vec: lmjax against gensim on the same corpus and hyperparameters, side by side in one process.
+
+    .venv/bin/python benchmarks/word2vec_vs_gensim.py                       # full: IMDB, 5 epochs, sg and CBOW
+    .venv/bin/python benchmarks/word2vec_vs_gensim.py --words 2000000 --epochs 1 --skipgram 256:32:64 1024:0
+
+Corpus: IMDB train + test reviews, lower-cased with text8-style cleaning (one sentence per review). Both train with
+dim 200, window 5, negative 5, sample 1e-3, min_count 5 (gensim: workers=2). Wall time covers vocabulary building
+and training (lmjax: also compilation); words/s = corpus tokens x epochs / wall time, the same definition for both.
+Quality: Google analogies restricted to the 30k most frequent words (3CosAdd), WordSim-353 and SimLex-999 Spearman,
+all computed by lmjax's evaluation on both models' vectors. Writes experiments/results/word2vec_vs_gensim.json
+(full run) or benchmarks/results/word2vec_tuning.json (a slice or variants).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _fast_env() -> None:
+    """Re-exec once with tcmalloc and the YNN fusion flag (lmjax.train.peak.cpu_fast_path)."""
+    sys.path.insert(0, str(REPO))
+    from lmjax.train.peak import cpu_fast_path
+
+    changes = cpu_fast_path()
+    if changes and not os.environ.get("W2V_BENCH_CHILD"):
+        os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, **changes, "W2V_BENCH_CHILD": "1"})
+
+
+def quality(model, analogies, pairs) -> dict:
+    from lmjax.models.word2vec import evaluate_analogies, evaluate_word_pairs
+
+    a = evaluate_analogies(model, analogies)
+    return {"analogy": a["total"], "analogy_coverage": a["coverage"],
+            "wordsim353": evaluate_word_pairs(model, pairs["wordsim353"])["spearman"],
+            "simlex999": evaluate_word_pairs(model, pairs["simlex999"])["spearman"]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--words", type=int, default=0, help="use only the first N corpus tokens (0: all)")
+    parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument("--algorithms", nargs="+", default=["skipgram", "cbow"], choices=["skipgram", "cbow"])
+    parser.add_argument("--skipgram", nargs="+", default=["256:32:64"], metavar="B:N[:S]",
+                        help="lmjax skip-gram designs as batch_size:shared_negatives[:steps_per_call] (N=0: "
+                             "negatives per target)")
+    parser.add_argument("--cbow", nargs="+", default=["256:32:64"], metavar="B:N[:S]", help="the same for CBOW")
+    parser.add_argument("--out", help="results JSON (default: experiments/results/word2vec_vs_gensim.json for the "
+                                      "whole corpus and one design per algorithm, else benchmarks/results/"
+                                      "word2vec_tuning.json)")
+    parser.add_argument("--no-gensim", action="store_true")
+    parser.add_argument("--data-dir", default=os.environ.get("LMJAX_DATA_DIR", str(REPO.parent / "shared" / "data")))
+    args = parser.parse_args()
+    _fast_env()
+
+    import numpy as np
+    from gensim.models import Word2Vec as GensimWord2Vec
+
+    from lmjax.data import load_analogies, load_word_pairs
+    from lmjax.models.word2vec import Vocab, Word2Vec, Word2VecConfig, load_corpus, train
+
+    t0 = time.perf_counter()
+    sentences = load_corpus("imdb", args.data_dir)
+    if args.words:
+        kept, n = [], 0
+        for s in sentences:
+            if n >= args.words:
+                break
+            kept.append(s)
+            n += len(s)
+        sentences = kept
+    tokens = sum(map(len, sentences))
+    print(f"corpus: {len(sentences):,} reviews, {tokens:,} tokens ({time.perf_counter() - t0:.0f} s to load)")
+    analogies = load_analogies(args.data_dir)
+    pairs = {name: load_word_pairs(name, args.data_dir) for name in ("wordsim353", "simlex999")}
+    results: dict = {"corpus": f"IMDB train+test reviews, text8-style cleaning, {tokens:,} tokens",
+                     "tokens": tokens, "epochs": args.epochs}
+    for algo in args.algorithms:
+        sg = algo == "skipgram"
+        row: dict = {}
+        if not args.no_gensim:
+            load0 = os.getloadavg()[0]
+            t = time.perf_counter()
+            g = GensimWord2Vec(sentences, vector_size=200, window=5, negative=5, sample=1e-3, min_count=5,
+                               epochs=args.epochs, workers=2, sg=int(sg), seed=0)
+            wall = time.perf_counter() - t
+            gmodel = Word2Vec(Vocab(tuple(g.wv.index_to_key), np.array(g.wv.expandos["count"])), g.wv.vectors)
+            q = quality(gmodel, analogies, pairs)
+            row.update({f"gensim_{k}": v for k, v in q.items()})
+            row.update(gensim_wall_s=wall, gensim_words_per_s=tokens * args.epochs / wall, gensim_loadavg_1m=load0)
+            print(f"{algo} gensim: {wall:.1f} s, {tokens * args.epochs / wall:,.0f} words/s, {q}", flush=True)
+        variants = getattr(args, algo)
+        for variant in variants:
+            batch, shared, steps = (*map(int, variant.split(":")), 16)[:3]
+            cfg = Word2VecConfig(sg=sg, epochs=args.epochs, batch_size=batch, shared_negatives=shared,
+                                 steps_per_call=steps)
+            load0 = os.getloadavg()[0]
+            t = time.perf_counter()
+            model = train(sentences, cfg)
+            wall = time.perf_counter() - t
+            q = quality(model, analogies, pairs)
+            prefix = "" if len(variants) == 1 else f"{variant}_"
+            row.update({f"{prefix}{k}": v for k, v in q.items()})
+            row.update({f"{prefix}design": f"batch_size={batch}, shared_negatives={shared}, steps_per_call={steps}",
+                        f"{prefix}wall_s": wall, f"{prefix}words_per_s": tokens * args.epochs / wall,
+                        f"{prefix}loadavg_1m": load0})
+            print(f"{algo} lmjax B={batch} N={shared} S={steps}: {wall:.1f} s, {tokens * args.epochs / wall:,.0f} words/s, "
+                  f"{q}", flush=True)
+        results[algo] = row
+        write(results, args)  # after each algorithm: a run cut short keeps what it measured
+
+
+def write(results: dict, args) -> None:
+    import jax
+
+    full = not args.words and len(args.skipgram) == len(args.cbow) == 1
+    results.update(hardware=f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+                            f"jax {jax.__version__} on {jax.devices()[0].platform}, load average "
+                            f"{os.getloadavg()[0]:.2f} at the end",
+                   command="python benchmarks/word2vec_vs_gensim.py " + " ".join(sys.argv[1:]),
+                   date=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+    out = Path(args.out) if args.out else REPO / ("experiments/results/word2vec_vs_gensim.json" if full
+                                                  else "benchmarks/results/word2vec_tuning.json")
+    out.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"wrote {out}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

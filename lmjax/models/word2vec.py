@@ -1,0 +1,546 @@
+"""word2vec (Mikolov et al. 2013): skip-gram and CBOW with negative sampling, trained by batched jit-compiled SGD.
+
+Two tables of shape (V, d): input vectors W (the embeddings kept afterwards) and output vectors C. For an input
+vector h and a target word t, negative sampling maximises
+
+    log sigma(h . C[t]) + sum_k log sigma(-h . C[n_k]),   n_k ~ P(w) = count(w)^0.75 / Z,
+
+by plain SGD with a learning rate decayed linearly from `alpha` to `min_alpha` over all training words. Skip-gram
+takes h = W[center] and t = one context word; CBOW takes h = mean of W over the context words and t = the center.
+
+Corpus side (NumPy, per epoch): frequent words are dropped with word2vec's probability 1 - keep(w),
+keep(w) = (sqrt(f / (s T)) + 1) s T / f for a word seen f times out of T and sample s; each position draws its window
+b uniformly from 1..window (the "dynamic window", which weights near contexts more) and pairs with the words at
+distance <= b inside the same sentence.
+
+Device side: a step takes B positions (a center and its window), shuffled across a chunk of the corpus. With
+`shared_negatives = N > 0` the step shares one draw of N negatives, so the negative scores are one (B, d) x (d, N)
+matrix product, each weighted by negative x (targets of the position) / N: the expected gradient of `negative`
+private draws per target. With N = 0 each target draws its own `negative` words (the reference algorithm, gathers
+and scatters only). A step's updates are applied together, one scatter-add per table, several steps per compiled
+call (`lax.scan`). Summed updates of a frequent word grow with B: large batches diverge at word2vec's learning rate.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import functools
+import re
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from lmjax.config import ConfigError
+from lmjax.data import DataError
+
+# ----------------------------------------------------------------------------------------------------------- config
+
+
+@dataclasses.dataclass(frozen=True)
+class Word2VecConfig:
+    """Hyperparameters; defaults are word2vec's / gensim's except the batching fields, which are this design's."""
+
+    sg: bool = True                # skip-gram (True) or CBOW (False)
+    dim: int = 200
+    window: int = 5
+    negative: int = 5
+    sample: float = 1e-3           # subsampling threshold s; 0 disables
+    min_count: int = 5
+    epochs: int = 5
+    alpha: float = 0.025
+    min_alpha: float = 1e-4
+    batch_size: int = 256          # positions (a center and its window) per SGD step
+    shared_negatives: int = 32     # N negatives shared by a step's positions; 0: `negative` per target
+    steps_per_call: int = 64       # SGD steps per compiled call
+    chunk_words: int = 1_000_000   # corpus words turned into shuffled examples at a time
+    seed: int = 0
+
+    def __post_init__(self):
+        for name in ("dim", "window", "negative", "min_count", "epochs", "batch_size", "steps_per_call",
+                     "chunk_words"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"word2vec {name} must be >= 1, got {getattr(self, name)}: set a positive value")
+        if self.shared_negatives < 0 or self.sample < 0 or not 0 < self.alpha:
+            raise ConfigError("word2vec shared_negatives and sample must be >= 0 and alpha > 0: fix the value")
+
+
+# ------------------------------------------------------------------------------------------------------ vocabulary
+
+
+@dataclasses.dataclass(frozen=True)
+class Vocab:
+    """Words kept by min_count, most frequent first (ties by first appearance), with their counts."""
+
+    words: tuple[str, ...]
+    counts: np.ndarray  # int64, aligned with words
+
+    @classmethod
+    def build(cls, sentences: Iterable[Sequence[str]], min_count: int = 5) -> Vocab:
+        counter: Counter[str] = Counter()
+        for sentence in sentences:
+            counter.update(sentence)
+        if not counter:
+            raise DataError("the corpus is empty: pass sentences with at least one word")
+        kept = [(w, c) for w, c in counter.most_common() if c >= min_count]
+        if not kept:
+            raise DataError(f"min_count={min_count} removed every word (the most frequent occurs "
+                            f"{counter.most_common(1)[0][1]} times): lower min_count or use a larger corpus")
+        return cls(tuple(w for w, _ in kept), np.array([c for _, c in kept], np.int64))
+
+    def __len__(self) -> int:
+        return len(self.words)
+
+    @property
+    def index(self) -> dict[str, int]:
+        return {w: i for i, w in enumerate(self.words)}
+
+    def encode(self, sentences: Iterable[Sequence[str]]) -> tuple[np.ndarray, np.ndarray]:
+        """(ids, sentence id per token) of the in-vocabulary tokens, as word2vec drops unknown words before windows."""
+        index, ids, sids = self.index, [], []
+        for s, sentence in enumerate(sentences):
+            row = [i for i in map(index.get, sentence) if i is not None]
+            ids += row
+            sids += [s] * len(row)
+        return np.array(ids, np.int32), np.array(sids, np.int32)
+
+
+def keep_probability(counts: np.ndarray, sample: float) -> np.ndarray:
+    """word2vec's subsampling: keep(w) = (sqrt(f / (s T)) + 1) s T / f, capped at 1 (1 everywhere when s = 0)."""
+    if sample == 0:
+        return np.ones(len(counts))
+    threshold = sample * counts.sum()
+    return np.minimum(1.0, (np.sqrt(counts / threshold) + 1) * threshold / counts)
+
+
+def noise_distribution(counts: np.ndarray, power: float = 0.75) -> np.ndarray:
+    """The negative-sampling distribution P(w) = count(w)^0.75 / sum_v count(v)^0.75."""
+    weights = counts.astype(np.float64) ** power
+    return weights / weights.sum()
+
+
+# -------------------------------------------------------------------------------------------------- examples (host)
+
+
+def window_examples(ids: np.ndarray, sids: np.ndarray, window: int, rng: np.random.Generator
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """Contexts of every position under a dynamic window: (contexts (n, 2 window) int32, valid mask (n, 2 window)).
+
+    Column j < window holds the word at distance window - j to the left, column window + j the word at distance
+    j + 1 to the right; a column is valid when its distance <= b (b ~ U{1..window} per position) and it lies in the
+    same sentence.
+    """
+    n = len(ids)
+    reach = rng.integers(1, window + 1, n)
+    contexts = np.zeros((n, 2 * window), np.int32)
+    valid = np.zeros((n, 2 * window), bool)
+    for d in range(1, min(window, n - 1) + 1):
+        same = sids[d:] == sids[:-d]
+        left, right = window - d, window + d - 1
+        contexts[d:, left], valid[d:, left] = ids[:-d], same & (reach[d:] >= d)
+        contexts[:-d, right], valid[:-d, right] = ids[d:], same & (reach[:-d] >= d)
+    return contexts, valid
+
+
+def epoch_chunks(ids: np.ndarray, sids: np.ndarray, keep: np.ndarray, cfg: Word2VecConfig,
+                 rng: np.random.Generator):
+    """Yield (raw words consumed, centers, contexts, weights) per chunk: positions with at least one context, in
+    shuffled order, padded with weight-0 rows to whole compiled calls.
+
+    One example per position for both algorithms (shuffling positions, not pairs, keeps the host cheap): centers
+    (n,), contexts (n, 2 window), weights (n, 2 window): skip-gram 1 on valid columns (one pair each), CBOW
+    1 / (number of valid columns) there (the mean). Invalid columns have weight 0.
+    """
+    per_call = cfg.batch_size * cfg.steps_per_call
+    for start in range(0, len(ids), cfg.chunk_words):
+        raw = min(cfg.chunk_words, len(ids) - start)
+        chunk, chunk_s = ids[start:start + raw], sids[start:start + raw]
+        kept = rng.random(raw, np.float32) < keep[chunk]
+        chunk, chunk_s = chunk[kept], chunk_s[kept]
+        contexts, valid = window_examples(chunk, chunk_s, cfg.window, rng)
+        count = valid.sum(1, dtype=np.int32)
+        order = rng.permutation(np.flatnonzero(count))
+        weights = valid[order].astype(np.float32)
+        if not cfg.sg:
+            weights /= count[order, None]
+        pad = -len(order) % per_call
+        yield raw, *(np.concatenate([a, np.zeros((pad, *a.shape[1:]), a.dtype)])
+                     for a in (chunk[order], contexts[order], weights))
+
+
+# -------------------------------------------------------------------------------------------------- SGD (device)
+
+
+def _sgd_step(tables, batch, cdf, cfg: Word2VecConfig):
+    """One SGD step on B positions; returns new (W, C) and the summed negative-sampling loss.
+
+    Each position gives an input vector h and targets t with mask m: skip-gram h = W[center], t = its contexts;
+    CBOW h = mean of W[contexts], t = the center. With g_t = lr m_t (1 - sigma(h . C[t])) for the targets and
+    g_k = -lr w_k sigma(h . C[n_k]) for the negatives, the ascent steps are
+        dh = sum_t g_t C[t] + sum_k g_k C[n_k],   dC[t] = g_t h,   dC[n_k] = g_k h,
+    and dh goes to the input rows of W (CBOW: to each context row whole, as in word2vec.c). Shared negatives: N draws for the whole step, w_k = negative x (number of
+    targets) / N, less the draws equal to a target; otherwise `negative` draws per target, w_k = 1 unless equal to it.
+    """
+    W, C = tables
+    centers, contexts, weights, lr, key = batch
+    if cfg.sg:
+        h, targets, mask = W[centers], contexts, weights
+    else:  # weights are 1 / n_contexts on valid columns: h is the mean of the context vectors
+        h = jnp.einsum("bc,bcd->bd", weights, W[contexts])
+        targets, mask = centers[:, None], (weights.sum(1, keepdims=True) > 0).astype(W.dtype)
+    out = C[targets]                                                  # (B, T, d)
+    pos = jnp.einsum("bd,btd->bt", h, out)
+    g = lr * mask * jax.nn.sigmoid(-pos)
+    loss = -jnp.sum(mask * jax.nn.log_sigmoid(pos))
+    dh = jnp.einsum("bt,btd->bd", g, out)
+    if cfg.shared_negatives:
+        negs = jnp.searchsorted(cdf, jax.random.uniform(key, (cfg.shared_negatives,)), side="right")
+        neg_vecs = C[negs]                                            # (N, d)
+        scores = h @ neg_vecs.T                                       # (B, N): the one matmul
+        hits = jnp.einsum("bt,btn->bn", mask, (targets[..., None] != negs).astype(W.dtype))
+        w = (cfg.negative / cfg.shared_negatives) * hits
+        gn = -lr * w * jax.nn.sigmoid(scores)
+        dh += gn @ neg_vecs
+        d_neg = gn.T @ h
+    else:
+        negs = jnp.searchsorted(cdf, jax.random.uniform(key, (*targets.shape, cfg.negative)), side="right")
+        neg_vecs = C[negs]                                            # (B, T, K, d)
+        scores = jnp.einsum("bd,btkd->btk", h, neg_vecs)
+        w = mask[..., None] * (negs != targets[..., None])
+        gn = -lr * w * jax.nn.sigmoid(scores)
+        dh += jnp.einsum("btk,btkd->bd", gn, neg_vecs)
+        d_neg = (gn[..., None] * h[:, None, None]).reshape(-1, h.shape[1])
+    loss -= jnp.sum(w * jax.nn.log_sigmoid(-scores))
+    rows = jnp.concatenate([targets.reshape(-1), negs.reshape(-1)])
+    C = C.at[rows].add(jnp.concatenate([(g[..., None] * h[:, None]).reshape(-1, h.shape[1]), d_neg]))
+    if cfg.sg:
+        W = W.at[centers].add(dh)
+    else:  # as word2vec.c and gensim (cbow_mean=1) do: every context row gets all of dh, not dh / n_contexts
+        W = W.at[contexts.reshape(-1)].add(((weights > 0)[..., None] * dh[:, None]).reshape(-1, dh.shape[1]))
+    return (W, C), loss
+
+
+@functools.lru_cache(maxsize=8)
+def make_train_call(cfg: Word2VecConfig):
+    """A jitted call running `steps_per_call` SGD steps (lax.scan) on stacked batches; tables donated."""
+
+    def call(tables, cdf, centers, contexts, weights, lrs, key):
+        keys = jax.random.split(key, len(lrs))
+        tables, losses = jax.lax.scan(lambda t, b: _sgd_step(t, b, cdf, cfg), tables,
+                                      (centers, contexts, weights, lrs, keys))
+        return tables, losses.sum()
+
+    return jax.jit(call, donate_argnums=0)
+
+
+# ------------------------------------------------------------------------------------------------------- training
+
+
+@dataclasses.dataclass
+class Word2Vec:
+    """Trained vectors: `vocab` and the input table `vectors` (V, d) as NumPy, plus query helpers."""
+
+    vocab: Vocab
+    vectors: np.ndarray
+    log: list[dict] = dataclasses.field(default_factory=list)
+
+    @property
+    def words(self) -> tuple[str, ...]:
+        return self.vocab.words
+
+    @functools.cached_property
+    def index(self) -> dict[str, int]:
+        return self.vocab.index
+
+    def id(self, word: str) -> int:
+        index = self.index
+        if word not in index:
+            raise KeyError(f"word {word!r} is not in the vocabulary ({len(self.vocab)} words, min_count applied): "
+                           f"check the spelling and case, or retrain with a lower min_count")
+        return index[word]
+
+    @functools.cached_property
+    def unit(self) -> np.ndarray:
+        """Vectors scaled to unit length (cosine similarity is a dot product)."""
+        norms = np.linalg.norm(self.vectors, axis=1, keepdims=True)
+        return self.vectors / np.maximum(norms, 1e-12)
+
+    def similarity(self, a: str, b: str) -> float:
+        """Cosine similarity of two words."""
+        u = self.unit
+        return float(u[self.id(a)] @ u[self.id(b)])
+
+    def most_similar(self, positive: Sequence[str], negative: Sequence[str] = (), topn: int = 10,
+                     restrict: int | None = None) -> list[tuple[str, float]]:
+        """3CosAdd: words nearest (cosine) to sum(unit(positive)) - sum(unit(negative)), query words excluded."""
+        u = self.unit[:restrict]
+        query = sum(u[self.id(w)] for w in positive) - sum((u[self.id(w)] for w in negative), np.zeros(u.shape[1]))
+        scores = u @ query / max(np.linalg.norm(query), 1e-12)
+        scores[[self.id(w) for w in (*positive, *negative) if self.id(w) < len(u)]] = -np.inf
+        best = np.argsort(-scores)[:topn]
+        return [(self.words[i], float(scores[i])) for i in best]
+
+    def analogy(self, a: str, b: str, c: str, topn: int = 1) -> list[tuple[str, float]]:
+        """"a is to b as c is to ?": the nearest words to b - a + c."""
+        return self.most_similar([b, c], [a], topn)
+
+
+def train(sentences: Sequence[Sequence[str]], cfg: Word2VecConfig = Word2VecConfig(), *,
+          vocab: Vocab | None = None, verbose: bool = False) -> Word2Vec:
+    """Train on sentences of word strings (a sentence never shares a window with the next)."""
+    vocab = vocab or Vocab.build(sentences, cfg.min_count)
+    ids, sids = vocab.encode(sentences)
+    rng = np.random.default_rng(cfg.seed)
+    key = jax.random.PRNGKey(cfg.seed)
+    # word2vec's initialisation: W uniform in +-0.5/d, C zero.
+    W = jnp.asarray(((rng.random((len(vocab), cfg.dim)) - 0.5) / cfg.dim).astype(np.float32))
+    C = jnp.zeros((len(vocab), cfg.dim), jnp.float32)
+    tables = (W, C)
+    cdf = jnp.asarray(np.cumsum(noise_distribution(vocab.counts)).astype(np.float32)[:-1])
+    keep = keep_probability(vocab.counts, cfg.sample)
+    call = make_train_call(cfg)
+    total, done, log, t0 = cfg.epochs * len(ids), 0, [], time.perf_counter()
+    S, B = cfg.steps_per_call, cfg.batch_size
+    for epoch in range(cfg.epochs):
+        losses, examples = [], 0
+        for raw, centers, contexts, weights in epoch_chunks(ids, sids, keep, cfg, rng):
+            calls = len(centers) // (S * B)
+            # learning rate decays linearly in words consumed, spread evenly over this chunk's steps
+            frac = (done + raw * (np.arange(calls * S) + 0.5) / (calls * S)) / total
+            lrs = np.maximum(cfg.min_alpha, cfg.alpha - (cfg.alpha - cfg.min_alpha) * frac).astype(np.float32)
+            for i in range(calls):
+                part = slice(i * S * B, (i + 1) * S * B)
+                key, sub = jax.random.split(key)
+                tables, loss = call(tables, cdf, *(a[part].reshape(S, B, *a.shape[1:])
+                                                   for a in (centers, contexts, weights)), lrs[i * S:(i + 1) * S], sub)
+                losses.append(loss)
+            done += raw
+            examples += int(weights.astype(bool).sum()) if cfg.sg else int(weights.any(1).sum())
+        loss = float(sum(jax.device_get(losses))) / max(examples, 1)
+        log.append({"epoch": epoch + 1, "loss_per_example": loss, "examples": examples,
+                    "seconds": time.perf_counter() - t0})
+        if verbose:
+            print(f"epoch {epoch + 1}: loss/example {loss:.4f}, {examples:,} examples, "
+                  f"{done / (time.perf_counter() - t0):,.0f} words/s", file=sys.stderr)
+    return Word2Vec(vocab, np.asarray(jax.device_get(tables[0])), log)
+
+
+# ----------------------------------------------------------------------------------------------------- evaluation
+
+
+def evaluate_analogies(model: Word2Vec, sections: dict[str, list[tuple[str, str, str, str]]],
+                       restrict: int = 30_000) -> dict[str, float]:
+    """3CosAdd accuracy on questions whose four words (lower-cased) are in the `restrict` most frequent words.
+
+    Returns per-section accuracies, "total", and "coverage" (fraction of all questions evaluated), like gensim's
+    evaluate_word_analogies(restrict_vocab=restrict).
+    """
+    index = {w: i for i, w in enumerate(model.words[:restrict])}
+    u = model.unit[:restrict]
+    result, correct_all, seen_all, asked = {}, 0, 0, 0
+    for section, questions in sections.items():
+        asked += len(questions)
+        q = np.array([[index.get(w.lower(), -1) for w in question] for question in questions]).reshape(-1, 4)
+        q = q[(q >= 0).all(1)]
+        if not len(q):
+            continue
+        correct = 0
+        for part in np.array_split(q, max(1, len(q) // 2048)):
+            scores = (u[part[:, 1]] - u[part[:, 0]] + u[part[:, 2]]) @ u.T
+            np.put_along_axis(scores, part[:, :3], -np.inf, axis=1)
+            correct += int((scores.argmax(1) == part[:, 3]).sum())
+        result[section] = correct / len(q)
+        correct_all, seen_all = correct_all + correct, seen_all + len(q)
+    result["total"] = correct_all / max(seen_all, 1)
+    result["coverage"] = seen_all / max(asked, 1)
+    return result
+
+
+def _ranks(x: np.ndarray) -> np.ndarray:
+    """Ranks with ties averaged (for Spearman's rho)."""
+    order = np.argsort(x, kind="stable")
+    ranks = np.empty(len(x))
+    ranks[order] = np.arange(len(x))
+    _, inverse, counts = np.unique(x, return_inverse=True, return_counts=True)
+    sums = np.bincount(inverse, ranks)
+    return sums[inverse] / counts[inverse]
+
+
+def evaluate_word_pairs(model: Word2Vec, pairs: Sequence[tuple[str, str, float]]) -> dict[str, float]:
+    """Spearman correlation of cosine similarity with human scores over pairs with both words known (lower-cased)."""
+    index = model.index
+    known = [(index[a.lower()], index[b.lower()], s) for a, b, s in pairs if a.lower() in index and b.lower() in index]
+    if len(known) < 2:
+        return {"spearman": float("nan"), "coverage": len(known) / max(len(pairs), 1)}
+    a, b, human = map(np.array, zip(*known))
+    u = model.unit
+    cos = np.einsum("nd,nd->n", u[a], u[b])
+    rho = np.corrcoef(_ranks(cos), _ranks(human))[0, 1]
+    return {"spearman": float(rho), "coverage": len(known) / len(pairs)}
+
+
+# -------------------------------------------------------------------------------------------------------- formats
+
+
+def save_word2vec_format(model: Word2Vec, path: str | Path, binary: bool = False) -> None:
+    """word2vec's C format: a "V d" line, then per word `word v1 .. vd` as text or `word ` + d float32 (LE) bytes."""
+    with open(path, "wb") as f:
+        f.write(f"{len(model.words)} {model.vectors.shape[1]}\n".encode())
+        for word, vec in zip(model.words, model.vectors.astype("<f4")):
+            if binary:
+                f.write(word.encode() + b" " + vec.tobytes() + b"\n")
+            else:
+                f.write((word + " " + " ".join(f"{x:.9g}" for x in vec) + "\n").encode())
+
+
+def load_word2vec_format(path: str | Path, binary: bool | None = None) -> Word2Vec:
+    """Read either format (binary guessed from the bytes when not given); counts become a rank proxy V..1."""
+    data = Path(path).read_bytes()
+    header, _, body = data.partition(b"\n")
+    try:
+        n, dim = map(int, header.split())
+    except ValueError:
+        raise DataError(f"{path} does not start with a 'vocab_size dim' line: is it a word2vec-format file?") from None
+    if binary is None:
+        binary = b"\0" in body[:4096] or not body[:4096].isascii()
+    words, vectors, pos = [], np.empty((n, dim), np.float32), 0
+    for i in range(n):
+        if binary:
+            while body[pos:pos + 1] in (b"\n", b" "):
+                pos += 1
+            end = body.index(b" ", pos)
+            words.append(body[pos:end].decode())
+            vectors[i] = np.frombuffer(body, "<f4", dim, end + 1)
+            pos = end + 1 + 4 * dim
+        else:
+            end = body.find(b"\n", pos)
+            fields = body[pos:end if end >= 0 else None].split()
+            words.append(fields[0].decode())
+            vectors[i] = np.array(fields[1:], np.float32)
+            pos = end + 1
+    return Word2Vec(Vocab(tuple(words), np.arange(n, 0, -1)), vectors)
+
+
+# ---------------------------------------------------------------------------------------------------------- corpora
+
+
+_DIGITS = dict(zip("0123456789", " zero one two three four five six seven eight nine ".split(" ")[1:-1]))
+
+
+def clean_text8(text: str) -> list[str]:
+    """text8-style cleaning (Mahoney's wikifil): lower-case, html breaks removed, digits spelled out, a-z only."""
+    text = text.lower().replace("<br />", " ")
+    text = re.sub(r"[0-9]", lambda m: f" {_DIGITS[m[0]]} ", text)
+    return re.sub(r"[^a-z]+", " ", text).split()
+
+
+def load_corpus(name: str = "imdb", data_dir: str | None = None) -> list[list[str]]:
+    """Sentences of cleaned words: "imdb" (train + test reviews, one sentence each), "text8" (downloaded, split
+    into 10,000-word sentences as gensim's Text8Corpus does) or a path to a text file (one sentence per line)."""
+    if name == "imdb":
+        from lmjax.data import load_text
+
+        text = load_text("imdb", "train", data_dir=data_dir) + load_text("imdb", "test", data_dir=data_dir)
+        return [clean_text8(line) for line in text.splitlines() if line.strip()]
+    if name == "text8":
+        import io
+        import urllib.request
+        import zipfile
+
+        with urllib.request.urlopen("http://mattmahoney.net/dc/text8.zip") as response:
+            words = zipfile.ZipFile(io.BytesIO(response.read())).read("text8").decode().split()
+        return [words[i:i + 10_000] for i in range(0, len(words), 10_000)]
+    path = Path(name)
+    if not path.is_file():
+        raise DataError(f"corpus {name!r} is neither 'imdb', 'text8' nor a text file: pass one of those")
+    return [clean_text8(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def plot_pca(model: Word2Vec, words: Sequence[str], path: str | Path) -> None:
+    """A PNG scatter of the words' vectors projected on their first two principal components."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    x = model.vectors[[model.id(w) for w in words]]
+    x = x - x.mean(0)
+    xy = x @ np.linalg.svd(x, full_matrices=False)[2][:2].T  # rows of Vt are the principal directions
+    fig, ax = plt.subplots(figsize=(7, 6))
+    ax.scatter(xy[:, 0], xy[:, 1], s=12)
+    for word, (px, py) in zip(words, xy):
+        ax.annotate(word, (px, py), fontsize=9, xytext=(3, 3), textcoords="offset points")
+    ax.set(xlabel="PC 1", ylabel="PC 2", title="word2vec: PCA of selected words")
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+
+
+# -------------------------------------------------------------------------------------------------------------- CLI
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """python -m lmjax.models.word2vec {train,neighbours,analogy,similarity,evaluate,plot} ..."""
+    parser = argparse.ArgumentParser(prog="python -m lmjax.models.word2vec", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("train", help="train vectors and save them (.bin: binary word2vec format, else text)")
+    p.add_argument("--corpus", default="imdb", help="'imdb', 'text8' (downloaded) or a text file, one sentence a line")
+    p.add_argument("--out", required=True)
+    p.add_argument("--data-dir")
+    for field in dataclasses.fields(Word2VecConfig):
+        p.add_argument(f"--{field.name.replace('_', '-')}", type=type(field.default) if field.type != "bool" else
+                       lambda s: s.lower() in ("1", "true", "yes"), default=field.default,
+                       help=f"default {field.default}" + (" (true: skip-gram, false: CBOW)" if field.name == "sg" else ""))
+    for name, help_ in (("neighbours", "nearest words"), ("analogy", "a is to b as c is to ?"),
+                        ("similarity", "cosine similarity of two words"), ("evaluate", "analogies, WordSim, SimLex"),
+                        ("plot", "PNG of a 2-D PCA projection of words")):
+        p = sub.add_parser(name, help=help_)
+        p.add_argument("vectors", help="a word2vec-format file (text or binary)")
+        p.add_argument("words", nargs="*" if name in ("evaluate", "plot") else "+")
+        p.add_argument("--topn", type=int, default=10)
+        p.add_argument("--out", default="word2vec_pca.png")
+        p.add_argument("--data-dir")
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "train":
+            cfg = Word2VecConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(Word2VecConfig)})
+            model = train(load_corpus(args.corpus, args.data_dir), cfg, verbose=True)
+            save_word2vec_format(model, args.out, binary=args.out.endswith(".bin"))
+            print(f"saved {len(model.words):,} x {cfg.dim} vectors to {args.out}")
+            return 0
+        model = load_word2vec_format(args.vectors)
+        if args.command == "neighbours":
+            for word, score in model.most_similar(args.words, topn=args.topn):
+                print(f"{word}\t{score:.4f}")
+        elif args.command == "analogy":
+            if len(args.words) != 3:
+                raise ConfigError("analogy takes three words a b c (a is to b as c is to ?)")
+            for word, score in model.analogy(*args.words, topn=args.topn):
+                print(f"{word}\t{score:.4f}")
+        elif args.command == "similarity":
+            if len(args.words) != 2:
+                raise ConfigError("similarity takes two words")
+            print(f"{model.similarity(*args.words):.4f}")
+        elif args.command == "evaluate":
+            from lmjax.data import load_analogies, load_word_pairs
+
+            for section, acc in evaluate_analogies(model, load_analogies(args.data_dir)).items():
+                print(f"analogy {section}\t{acc:.4f}")
+            for name in ("wordsim353", "simlex999"):
+                print(f"{name} spearman\t{evaluate_word_pairs(model, load_word_pairs(name, args.data_dir))['spearman']:.4f}")
+        else:
+            plot_pca(model, args.words or model.words[:50], args.out)
+            print(f"wrote {args.out}")
+    except (KeyError, ConfigError, DataError) as error:
+        print(f"error: {error.args[0]}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,141 @@
+"""word2vec: corpus math against gensim, training on a corpus with built-in analogies, formats, bad input."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from lmjax.config import ConfigError
+from lmjax.data import DataError
+from lmjax.models import word2vec as w2v
+
+gensim = pytest.importorskip("gensim")
+
+ENTITIES, RELATIONS = 8, 3
+
+
+def analogy_corpus(sentences: int = 6000, seed: int = 0) -> list[list[str]]:
+    """Word e{x}r{y} appears with topic words of entity x and marker words of relation y only, so its vector is
+    about f(x) + g(y) and e{x}r{0} : e{x}r{1} :: e{x'}r{0} : e{x'}r{1} holds."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(sentences):
+        x, y = rng.integers(ENTITIES), rng.integers(RELATIONS)
+        words = [f"e{x}r{y}"] + [f"t{x}_{k}" for k in rng.integers(4, size=3)] + [f"m{y}_{k}" for k in
+                                                                               rng.integers(4, size=3)]
+        out.append([words[i] for i in rng.permutation(len(words))])
+    return out
+
+
+def analogy_questions() -> dict[str, list[tuple[str, str, str, str]]]:
+    q = [(f"e{x}r{y}", f"e{x}r{z}", f"e{u}r{y}", f"e{u}r{z}") for x in range(ENTITIES) for u in range(ENTITIES)
+         for y in range(RELATIONS) for z in range(RELATIONS) if x != u and y != z]
+    return {"synthetic": q}
+
+
+CFG = w2v.Word2VecConfig(dim=24, window=5, negative=5, sample=0, min_count=1, epochs=3, alpha=0.025,
+                         batch_size=64, shared_negatives=16, steps_per_call=4, chunk_words=20_000)
+
+
+@pytest.fixture(scope="module")
+def corpus():
+    return analogy_corpus()
+
+
+@pytest.fixture(scope="module")
+def skipgram(corpus):
+    return w2v.train(corpus, CFG)
+
+
+@pytest.mark.parametrize("design", ["skipgram_shared", "cbow_shared", "skipgram_per_example"])
+def test_training_learns_the_corpus_analogies(corpus, skipgram, design):
+    cfg = {"skipgram_shared": CFG, "cbow_shared": dataclasses.replace(CFG, sg=False, alpha=0.05),
+           "skipgram_per_example": dataclasses.replace(CFG, shared_negatives=0)}[design]
+    model = skipgram if design == "skipgram_shared" else w2v.train(corpus, cfg)
+    assert model.log[-1]["loss_per_example"] < model.log[0]["loss_per_example"]
+    result = w2v.evaluate_analogies(model, analogy_questions())
+    assert result["coverage"] == 1.0
+    assert result["total"] > 0.8, result
+
+
+def test_training_is_deterministic_for_a_seed(corpus, skipgram):
+    again = w2v.train(corpus, CFG)
+    np.testing.assert_array_equal(again.vectors, skipgram.vectors)
+    other = w2v.train(corpus, dataclasses.replace(CFG, seed=1))
+    assert not np.allclose(other.vectors, skipgram.vectors)
+
+
+def test_subsampling_and_noise_distribution_match_gensim(corpus):
+    counts = np.array([1_000_000, 5_000, 10])
+    threshold = 1e-3 * counts.sum()
+    expected = [(np.sqrt(1e6 / threshold) + 1) * threshold / 1e6, (np.sqrt(5e3 / threshold) + 1) * threshold / 5e3, 1]
+    np.testing.assert_allclose(w2v.keep_probability(counts, 1e-3), expected)
+    np.testing.assert_array_equal(w2v.keep_probability(counts, 0), 1)
+    # gensim stores keep probabilities as sample_int = keep * 2^32 and the cumulative noise table scaled to 2^31 - 1
+    g = gensim.models.Word2Vec(min_count=1, sample=1e-2, vector_size=8)
+    g.build_vocab(corpus)
+    counts = np.array(g.wv.expandos["count"])
+    np.testing.assert_allclose(w2v.keep_probability(counts, 1e-2) * 2**32, g.wv.expandos["sample_int"], rtol=1e-6)
+    np.testing.assert_allclose(np.cumsum(w2v.noise_distribution(counts)) * (2**31 - 1), g.cum_table, rtol=1e-6)
+
+
+def test_window_examples_stay_in_window_and_sentence():
+    ids = np.arange(10, dtype=np.int32)
+    sids = np.array([0] * 6 + [1] * 4, np.int32)
+    contexts, valid = w2v.window_examples(ids, sids, 3, np.random.default_rng(0))
+    offsets = np.array([-3, -2, -1, 1, 2, 3])
+    for i, j in zip(*np.nonzero(valid)):
+        assert contexts[i, j] == i + offsets[j] and sids[i] == sids[i + offsets[j]]
+    _, adjacent = w2v.window_examples(ids, sids, 1, np.random.default_rng(0))  # window 1: b is always 1
+    assert adjacent.sum() == 2 * (5 + 3)
+
+
+@pytest.mark.parametrize("binary", [False, True])
+def test_formats_round_trip_with_gensim(skipgram, tmp_path, binary):
+    path = tmp_path / ("v.bin" if binary else "v.txt")
+    w2v.save_word2vec_format(skipgram, path, binary=binary)
+    kv = gensim.models.KeyedVectors.load_word2vec_format(str(path), binary=binary)
+    assert list(kv.index_to_key) == list(skipgram.words)
+    np.testing.assert_array_equal(kv.vectors, skipgram.vectors)
+    back = w2v.load_word2vec_format(path)  # format guessed
+    np.testing.assert_array_equal(back.vectors, skipgram.vectors)
+    theirs = tmp_path / "gensim.bin"
+    kv.save_word2vec_format(str(theirs), binary=binary)
+    np.testing.assert_array_equal(w2v.load_word2vec_format(theirs, binary=binary).vectors, skipgram.vectors)
+
+
+def test_queries_and_cli(skipgram, tmp_path, capsys):
+    assert skipgram.most_similar(["e0r0"], topn=3)[0][0] != "e0r0"
+    assert skipgram.analogy("e0r0", "e0r1", "e1r0", topn=1)[0][0] == "e1r1"
+    assert skipgram.similarity("e2r1", "e2r1") == pytest.approx(1.0, abs=1e-5)
+    path = tmp_path / "v.bin"
+    w2v.save_word2vec_format(skipgram, path, binary=True)
+    assert w2v.main(["analogy", str(path), "e0r0", "e0r1", "e1r0", "--topn", "1"]) == 0
+    assert capsys.readouterr().out.startswith("e1r1\t")
+    assert w2v.main(["similarity", str(path), "e0r0", "nosuchword"]) == 2
+    assert "'nosuchword' is not in the vocabulary" in capsys.readouterr().err
+    assert w2v.main(["plot", str(path), "e0r0", "e0r1", "e1r0", "--out", str(tmp_path / "p.png")]) == 0
+    assert (tmp_path / "p.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_spearman_handles_ties_and_unknown_words(skipgram):
+    pairs = [("e0r0", "e0r1", 5.0), ("e0r0", "e1r0", 5.0), ("e0r0", "t0_1", 9.0), ("zzz", "e0r0", 1.0)]
+    result = w2v.evaluate_word_pairs(skipgram, pairs)
+    assert result["coverage"] == 0.75 and -1 <= result["spearman"] <= 1
+    np.testing.assert_array_equal(w2v._ranks(np.array([3.0, 1.0, 3.0])), [1.5, 0.0, 1.5])
+
+
+def test_bad_input_is_explained():
+    with pytest.raises(DataError, match="corpus is empty"):
+        w2v.Vocab.build([[], []])
+    with pytest.raises(DataError, match="lower min_count"):
+        w2v.Vocab.build([["a", "b", "a"]], min_count=3)
+    with pytest.raises(ConfigError, match="dim"):
+        w2v.Word2VecConfig(dim=0)
+    with pytest.raises(DataError, match="neither"):
+        w2v.load_corpus("/no/such/corpus.txt")
+    model = w2v.Word2Vec(w2v.Vocab(("a",), np.array([1])), np.ones((1, 2), np.float32))
+    with pytest.raises(KeyError, match="not in the vocabulary"):
+        model.similarity("a", "b")
