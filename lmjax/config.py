@@ -120,7 +120,7 @@ class RunConfig:
 
 _PRESETS: dict[str, tuple[Callable[[], RunConfig], str]] = {}
 # Modules that register presets when imported. Importing them lazily keeps `import lmjax.config` cheap.
-PRESET_MODULES: tuple[str, ...] = ("lmjax.models.gpt",)
+PRESET_MODULES: tuple[str, ...] = ("lmjax.models.gpt", "lmjax.models.rnn", "lmjax.models.nnlm", "lmjax.models.seq2seq")
 
 
 def register_preset(name: str, description: str):

@@ -1,0 +1,329 @@
+"""RNN encoder-decoder translation (Cho et al., 2014; Sutskever et al., 2014) with attention (Bahdanau et al., 2015;
+Luong et al., 2015).
+
+    h_j = [GRU_fwd(x)_j ; GRU_bwd(x)_j]                         bidirectional GRU encoder over source embeddings
+    s_0 = tanh(W_b [h_fwd_last ; h_bwd_first] + b_b)             bridge to the decoder's first state
+    c_t = Σ_j α_tj h_j,  α_t = softmax_j(score(s_{t-1}, h_j))   attention context (masked to the source length)
+    s_t = GRU([E y_{t-1} ; c_t], s_{t-1})                       decoder
+    p(y_t | y_<t, x) = softmax(W_o [s_t ; c_t ; E y_{t-1}] + b_o)
+
+score: "additive" (Bahdanau) v^T tanh(W_s s + W_h h_j); "multiplicative" (Luong's general) s^T W h_j; "none" has no
+attention: c_t = [h_fwd_last ; h_bwd_first] at every step, the whole source squeezed into one vector. Training uses
+teacher forcing (the decoder reads the reference y_{t-1}); decoding is greedy or beam search
+(`lmjax.ops.sampling.beam_search`). Dropout acts on the embeddings. An empty source gives a zero context (every
+score masked), never NaN. Batches come from `lmjax.data.BucketedPairs` (src, src_mask, tgt_in, tgt_out, tgt_mask).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from lmjax.config import ConfigError, DataConfig, OptimConfig, RunConfig, TrainConfig, register_preset
+from lmjax.ops import recurrent
+from lmjax.ops.losses import token_cross_entropy
+from lmjax.ops.sampling import beam_search
+from lmjax.train.task import Data, Task
+
+ATTENTION = ("none", "additive", "multiplicative")
+_MASKED = -1e9  # finite: a source with no tokens gets uniform weights over zero outputs, i.e. a zero context
+
+
+@dataclass(frozen=True)
+class Seq2SeqConfig:
+    family: ClassVar[str] = "seq2seq"
+    src_vocab_size: int = 0  # 0 = take it from the tokenizers
+    tgt_vocab_size: int = 0
+    embed: int = 256
+    hidden: int = 512  # decoder width; each encoder direction has it too
+    attention: str = "additive"  # one of ATTENTION
+    attention_dim: int = 512  # additive attention's hidden width
+    dropout: float = 0.3
+    init_scale: float = 0.08  # every parameter ~ U(-s, s), as Sutskever et al.
+    min_freq: int = 2  # words seen fewer times in training become <unk>
+    max_len: int = 50  # longest generated translation
+
+
+def check_config(cfg: Seq2SeqConfig) -> None:
+    if cfg.attention not in ATTENTION:
+        raise ConfigError(f"model.attention={cfg.attention!r} is unknown: choose one of {', '.join(ATTENTION)}")
+    if cfg.src_vocab_size <= 0 or cfg.tgt_vocab_size <= 0:
+        raise ConfigError("model.src_vocab_size and model.tgt_vocab_size must be > 0: build the model with "
+                          "model_from_config(run_cfg, src_vocab, tgt_vocab) so it takes the tokenizers' sizes")
+    if not 0.0 <= cfg.dropout < 1.0:
+        raise ConfigError(f"model.dropout={cfg.dropout} must be in [0, 1)")
+
+
+class Seq2Seq(nn.Module):
+    """`__call__(src, src_mask, tgt_in, train)` -> logits [B, T, V_tgt] under teacher forcing; `encode` and
+    `decode_step` are the pieces generation uses."""
+
+    config: Seq2SeqConfig
+
+    def setup(self):
+        cfg = self.config
+        e, h = cfg.embed, cfg.hidden
+        self.src_embed = self._param("src_embed", (cfg.src_vocab_size, e), ("vocab", "embed"))
+        self.tgt_embed = self._param("tgt_embed", (cfg.tgt_vocab_size, e), ("vocab", "embed"))
+        self.enc_fwd = self._gru("enc_fwd", e)
+        self.enc_bwd = self._gru("enc_bwd", e)
+        self.bridge = (self._param("bridge_w", (h, 2 * h), ("hidden", "embed")),
+                       self._param("bridge_b", (h,), ("hidden",)))
+        if cfg.attention == "additive":
+            self.attn = {"w_s": self._param("attn_w_s", (cfg.attention_dim, h), ("mlp", "embed")),
+                         "w_h": self._param("attn_w_h", (cfg.attention_dim, 2 * h), ("mlp", "embed")),
+                         "v": self._param("attn_v", (cfg.attention_dim,), ("mlp",))}
+        elif cfg.attention == "multiplicative":
+            self.attn = {"w": self._param("attn_w", (h, 2 * h), ("hidden", "embed"))}
+        self.dec = self._gru("dec", e + 2 * h)
+        self.out_w = self._param("out_w", (cfg.tgt_vocab_size, h + 2 * h + e), ("vocab", "embed"))
+        self.out_b = self._param("out_b", (cfg.tgt_vocab_size,), ("vocab",))
+        self.drop = nn.Dropout(cfg.dropout)
+
+    def _param(self, name, shape, axes):
+        s = self.config.init_scale
+        init = nn.with_logical_partitioning(lambda k, sh, dt=jnp.float32: jax.random.uniform(k, sh, dt, -s, s), axes)
+        return self.param(name, init, shape, jnp.float32)
+
+    def _gru(self, prefix, input_size):
+        g = 3 * self.config.hidden
+        return {"w_ih": self._param(f"{prefix}_w_ih", (g, input_size), ("gates", "embed")),
+                "w_hh": self._param(f"{prefix}_w_hh", (g, self.config.hidden), ("gates", "hidden")),
+                "b_ih": self._param(f"{prefix}_b_ih", (g,), ("gates",)),
+                "b_hh": self._param(f"{prefix}_b_hh", (g,), ("gates",))}
+
+    def encode(self, src, src_mask, *, train: bool = False) -> dict[str, jax.Array]:
+        """The decoder's initial state: s [B, H], the encoder outputs [B, S, 2H], their attention keys, the mask."""
+        x = self.drop(self.src_embed[src], deterministic=not train)
+        lengths = src_mask.sum(-1).astype(jnp.int32)
+        zero = jnp.zeros((src.shape[0], self.config.hidden), jnp.float32)
+        (last_fwd, first_bwd), outputs = recurrent.bidirectional(recurrent.gru_cell, self.enc_fwd, self.enc_bwd, x,
+                                                                 zero, zero, lengths=lengths)
+        summary = jnp.concatenate([last_fwd, first_bwd], -1)
+        s = jnp.tanh(summary @ self.bridge[0].T + self.bridge[1])
+        if self.config.attention == "additive":
+            keys = outputs @ self.attn["w_h"].T  # W_h h_j once per sentence, not per decoder step
+        elif self.config.attention == "multiplicative":
+            keys = outputs @ self.attn["w"].T  # W h_j: scores are then s . key_j
+        else:
+            keys = summary[:, None, :]
+        return {"s": s, "outputs": outputs, "keys": keys, "mask": src_mask}
+
+    def _context(self, s, enc):
+        """(c [B, 2H], α [B, S]) for decoder state s [B, H]."""
+        cfg = self.config
+        if cfg.attention == "none":
+            return enc["keys"][:, 0], jnp.zeros(enc["mask"].shape, jnp.float32)
+        if cfg.attention == "additive":
+            scores = jnp.tanh(enc["keys"] + (s @ self.attn["w_s"].T)[:, None, :]) @ self.attn["v"]
+        else:
+            scores = jnp.einsum("bh,bsh->bs", s, enc["keys"])
+        alpha = jax.nn.softmax(jnp.where(enc["mask"], scores, _MASKED), axis=-1)
+        return jnp.einsum("bs,bsd->bd", alpha, enc["outputs"]), alpha
+
+    def decode_step(self, enc, s, y):
+        """One decoder step from state s [B, H] and embedded previous tokens y [B, E]: (logits [B, V], s, α [B, S])."""
+        c, alpha = self._context(s, enc)
+        s, _ = recurrent.gru_cell(self.dec, s, jnp.concatenate([y, c], -1))
+        return jnp.concatenate([s, c, y], -1) @ self.out_w.T + self.out_b, s, alpha
+
+    def embed_target(self, tokens, *, train: bool = False):
+        # Dropout on all T embeddings at once, outside the time loop: each step gets its own mask.
+        return self.drop(self.tgt_embed[tokens], deterministic=not train)
+
+    def __call__(self, src, src_mask, tgt_in, *, train: bool = False):
+        enc = self.encode(src, src_mask, train=train)
+
+        def step(s, y):
+            logits, s, _ = self.decode_step(enc, s, y)
+            return s, logits
+
+        _, logits = jax.lax.scan(step, enc["s"], jnp.swapaxes(self.embed_target(tgt_in, train=train), 0, 1))
+        return jnp.swapaxes(logits, 0, 1)
+
+
+def init_variables(model: Seq2Seq, rng, batch: int = 2, length: int = 4):
+    z = jnp.zeros((batch, length), jnp.int32)
+    return model.init(rng, z, jnp.ones((batch, length), bool), z)
+
+
+# ----------------------------------------------------------------------------------------------------- decoding
+
+
+def greedy(model: Seq2Seq, params, src, src_mask, *, bos_id: int, max_len: int):
+    """Greedy decoding: (tokens int32 [B, max_len], attention [B, max_len, S]); rows continue past eos (cut later)."""
+
+    def run(mdl, src, src_mask):
+        enc = mdl.encode(src, src_mask)
+
+        def step(carry, _):
+            s, token = carry
+            logits, s, alpha = mdl.decode_step(enc, s, mdl.embed_target(token))
+            token = jnp.argmax(logits, -1).astype(jnp.int32)
+            return (s, token), (token, alpha)
+
+        bos = jnp.full((src.shape[0],), bos_id, jnp.int32)
+        _, (tokens, alphas) = jax.lax.scan(step, (enc["s"], bos), None, length=max_len)
+        return tokens.T, jnp.swapaxes(alphas, 0, 1)
+
+    return nn.apply(run, model)({"params": params}, src, src_mask)
+
+
+def beam(model: Seq2Seq, params, src, src_mask, *, bos_id: int, eos_id: int, pad_id: int, max_len: int,
+         beam_size: int = 5, length_penalty: float = 0.6):
+    """Beam search: the best hypothesis per row, int32 [B, max_len], padded after eos."""
+
+    def run(mdl, src, src_mask):
+        enc = mdl.encode(src, src_mask)
+
+        def step_fn(state, tokens):
+            e, s = state
+            logits, s, _ = mdl.decode_step(e, s, mdl.embed_target(tokens))
+            return logits, (e, s)
+
+        seqs, _ = beam_search(step_fn, (enc, enc["s"]), jnp.full((src.shape[0],), bos_id, jnp.int32),
+                              beam_size=beam_size, max_len=max_len, eos_id=eos_id, length_penalty=length_penalty,
+                              pad_id=pad_id)
+        return seqs[:, 0]
+
+    return nn.apply(run, model)({"params": params}, src, src_mask)
+
+
+def pad_sources(ids: list[np.ndarray], pad_id: int, multiple: int = 8) -> tuple[np.ndarray, np.ndarray]:
+    """Sources of any length (empty too) as (src, mask), padded to a multiple of `multiple` (few compiled shapes)."""
+    lengths = np.array([len(x) for x in ids])
+    width = -(-max(1, lengths.max(initial=0)) // multiple) * multiple
+    src = np.full((len(ids), width), pad_id, np.int32)
+    for row, x in enumerate(ids):
+        src[row, :len(x)] = x
+    return src, np.arange(width)[None, :] < lengths[:, None]
+
+
+def cut_at_eos(tokens, eos_id: int) -> list[int]:
+    out = []
+    for t in np.asarray(tokens).tolist():
+        if t == eos_id:
+            break
+        out.append(t)
+    return out
+
+
+# ------------------------------------------------------------------------------------------------------ data, task
+
+
+@dataclass(frozen=True)
+class Corpus:
+    src_tokenizer: Any
+    tgt_tokenizer: Any
+    splits: dict[str, list[tuple[np.ndarray, np.ndarray]]]  # (src ids, tgt ids) pairs
+    text: dict[str, list[tuple[str, str]]]  # the same pairs as text
+
+
+_CORPORA: dict[tuple, Corpus] = {}
+
+
+def load_corpus(data_cfg: DataConfig, min_freq: int, src_lang: str = "de", tgt_lang: str = "en") -> Corpus:
+    """Multi30k (or any dataset with `src_lang`/`tgt_lang` text fields) with word vocabularies fitted on train."""
+    from lmjax.data import load
+    from lmjax.data.tokenizers import BOS, EOS, PAD, UNK, WordTokenizer
+
+    key = (data_cfg.dataset, data_cfg.data_dir, min_freq, src_lang, tgt_lang)
+    if key in _CORPORA:
+        return _CORPORA[key]
+    text = {}
+    for split in ("train", "validation", "test2016"):
+        source = load(data_cfg.dataset, split, data_dir=data_cfg.data_dir or None)
+        rows = source.__getitems__(list(range(len(source))))
+        text[split] = [(r[src_lang].decode().strip(), r[tgt_lang].decode().strip()) for r in rows]
+    specials = (PAD, UNK, BOS, EOS)  # pad id 0, as BucketedPairs pads with 0
+    src_tok = WordTokenizer.fit([s for s, _ in text["train"]], min_freq=min_freq, specials=specials)
+    tgt_tok = WordTokenizer.fit([t for _, t in text["train"]], min_freq=min_freq, specials=specials)
+    splits = {k: [(src_tok.encode(s), tgt_tok.encode(t)) for s, t in v] for k, v in text.items()}
+    _CORPORA[key] = Corpus(src_tok, tgt_tok, splits, text)
+    return _CORPORA[key]
+
+
+def make_data(run_cfg: RunConfig) -> Data:
+    """Length-bucketed training pairs, and the validation pairs in order for evaluation."""
+    from lmjax.data import BucketedPairs
+
+    corpus = load_corpus(run_cfg.data, run_cfg.model.min_freq)
+    tok, d = corpus.tgt_tokenizer, run_cfg.data
+    kw = dict(pad_id=tok.pad_id, bos_id=tok.bos_id, eos_id=tok.eos_id)
+
+    def train(process_index: int, process_count: int):
+        return BucketedPairs(corpus.splits["train"], d.batch_size, seed=d.seed, drop_remainder=True,
+                             process_index=process_index, process_count=process_count, **kw)
+
+    def evaluate(process_index: int, process_count: int):
+        return BucketedPairs(corpus.splits["validation"], d.batch_size, shuffle=False, num_epochs=1,
+                             process_index=process_index, process_count=process_count, **kw)
+
+    return Data(tokenizer=tok, vocab_size=tok.vocab_size, train=train, eval=evaluate)
+
+
+def model_from_config(run_cfg: RunConfig, src_vocab: int, tgt_vocab: int) -> Seq2Seq:
+    cfg: Seq2SeqConfig = run_cfg.model
+    cfg = dataclasses.replace(cfg, src_vocab_size=cfg.src_vocab_size or src_vocab,
+                              tgt_vocab_size=cfg.tgt_vocab_size or tgt_vocab)
+    check_config(cfg)
+    return Seq2Seq(cfg)
+
+
+def make_task(run_cfg: RunConfig, vocab_size: int) -> Task:
+    """Teacher-forced next-token cross entropy (sum, count) over the target tokens (eos included, padding not)."""
+    corpus = load_corpus(run_cfg.data, run_cfg.model.min_freq)
+    model = model_from_config(run_cfg, corpus.src_tokenizer.vocab_size, vocab_size)
+    b = run_cfg.data.batch_size
+    example = {"src": jax.ShapeDtypeStruct((b, 8), jnp.int32), "src_mask": jax.ShapeDtypeStruct((b, 8), bool),
+               **{k: jax.ShapeDtypeStruct((b, 8), jnp.int32) for k in ("tgt_in", "tgt_out")},
+               "tgt_mask": jax.ShapeDtypeStruct((b, 8), bool)}
+
+    def init_fn(rng, batch):
+        return model.init(rng, batch["src"], batch["src_mask"], batch["tgt_in"])
+
+    def loss_fn(params, batch, rng, train):
+        rngs = {"dropout": rng} if rng is not None else {}
+        logits = model.apply({"params": params}, batch["src"], batch["src_mask"], batch["tgt_in"], train=train,
+                             rngs=rngs)
+        loss_sum, count = token_cross_entropy(logits, batch["tgt_out"], batch["tgt_mask"])
+        return loss_sum, count, {}
+
+    return Task(model=model, loss_fn=loss_fn, example_batch=example, init_fn=init_fn, tokens_per_example=16)
+
+
+# --------------------------------------------------------------------------------------------------------- presets
+
+
+def _multi30k(name: str, attention: str) -> RunConfig:
+    """bentrevett/pytorch-seq2seq tutorial 3's shape (emb 256, GRU 512, dropout 0.5 there; Adam, clip 1), on the
+    lowercased, tokenised Multi30k ("multi30k/tok"), batch 128."""
+    return RunConfig(
+        name=name,
+        model=Seq2SeqConfig(attention=attention),
+        data=DataConfig(dataset="multi30k/tok", batch_size=128),
+        optim=OptimConfig(name="adamw", lr=1e-3, schedule="constant", clip_norm=1.0),
+        train=TrainConfig(steps=2260, eval_every=226, eval_batches=100, log_every=20, checkpoint_every=226,
+                          sample_tokens=0),
+    )
+
+
+@register_preset("multi30k_additive", "de->en bi-GRU encoder, GRU decoder, Bahdanau attention (Multi30k)")
+def multi30k_additive() -> RunConfig:
+    return _multi30k("multi30k_additive", "additive")
+
+
+@register_preset("multi30k_multiplicative", "de->en bi-GRU encoder, GRU decoder, Luong attention (Multi30k)")
+def multi30k_multiplicative() -> RunConfig:
+    return _multi30k("multi30k_multiplicative", "multiplicative")
+
+
+@register_preset("multi30k_no_attention", "de->en bi-GRU encoder, GRU decoder, no attention (Multi30k)")
+def multi30k_no_attention() -> RunConfig:
+    return _multi30k("multi30k_no_attention", "none")
