@@ -116,6 +116,16 @@ class RunConfig:
         return type(self.model).family
 
 
+def with_vocab_size(model_cfg: Any, vocab_size: int) -> Any:
+    """`model_cfg` with `vocab_size` taken from the tokenizer when it is 0; an explicit size must hold every id."""
+    if model_cfg.vocab_size == 0:
+        return dataclasses.replace(model_cfg, vocab_size=vocab_size)
+    if model_cfg.vocab_size < vocab_size:
+        raise ConfigError(f"model.vocab_size={model_cfg.vocab_size} is smaller than the tokenizer's {vocab_size} ids: "
+                          f"set model.vocab_size=0 (take the tokenizer's) or >= {vocab_size}")
+    return model_cfg
+
+
 # ----------------------------------------------------------------------------------------------- preset registry
 
 _PRESETS: dict[str, tuple[Callable[[], RunConfig], str]] = {}

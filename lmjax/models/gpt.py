@@ -19,7 +19,6 @@ at a time inside a jit-compiled `lax.while_loop`. The file ends with the presets
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -29,7 +28,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from lmjax.config import ConfigError, DataConfig, OptimConfig, RunConfig, TrainConfig, register_preset
+from lmjax.config import ConfigError, DataConfig, OptimConfig, RunConfig, TrainConfig, register_preset, with_vocab_size
 from lmjax.ops.attention import causal_mask, dot_product_attention
 from lmjax.ops.losses import token_cross_entropy
 from lmjax.ops.sampling import sample_logits
@@ -349,12 +348,7 @@ def _generate(model, params, prompt_ids, lengths, eos_id, rng, *, max_new_tokens
 
 def model_from_config(run_cfg: RunConfig, vocab_size: int) -> GPT:
     """The GPT of `run_cfg` for a tokenizer of `vocab_size` ids, in the compute dtype of `run_cfg.train.dtype`."""
-    cfg: GPTConfig = run_cfg.model
-    if cfg.vocab_size == 0:
-        cfg = dataclasses.replace(cfg, vocab_size=vocab_size)
-    elif cfg.vocab_size < vocab_size:
-        raise ConfigError(f"model.vocab_size={cfg.vocab_size} is smaller than the tokenizer's {vocab_size} ids: "
-                          f"set model.vocab_size=0 (take the tokenizer's) or >= {vocab_size}")
+    cfg: GPTConfig = with_vocab_size(run_cfg.model, vocab_size)
     check_config(cfg, run_cfg.data.seq_len)
     if run_cfg.train.dtype not in DTYPES:
         raise ConfigError(f"train.dtype={run_cfg.train.dtype!r} is unknown: choose one of {', '.join(DTYPES)}")

@@ -26,7 +26,6 @@ lr * decay^max(epoch - decay_after, 0) for 1-based epochs, which the OptimConfig
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -35,7 +34,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from lmjax.config import ConfigError, DataConfig, OptimConfig, RunConfig, TrainConfig, register_preset
+from lmjax.config import ConfigError, DataConfig, OptimConfig, RunConfig, TrainConfig, register_preset, with_vocab_size
 from lmjax.ops import recurrent
 from lmjax.ops.losses import token_cross_entropy
 from lmjax.train.step import TrainState, step_key
@@ -230,12 +229,7 @@ def stream_loss(model: RNNLM, params, windows) -> tuple[jax.Array, jax.Array]:
 
 def model_from_config(run_cfg: RunConfig, vocab_size: int) -> RNNLM:
     """The RNN LM of `run_cfg` for a tokenizer of `vocab_size` ids."""
-    cfg: RNNConfig = run_cfg.model
-    if cfg.vocab_size == 0:
-        cfg = dataclasses.replace(cfg, vocab_size=vocab_size)
-    elif cfg.vocab_size < vocab_size:
-        raise ConfigError(f"model.vocab_size={cfg.vocab_size} is smaller than the tokenizer's {vocab_size} ids: "
-                          f"set model.vocab_size=0 (take the tokenizer's) or >= {vocab_size}")
+    cfg: RNNConfig = with_vocab_size(run_cfg.model, vocab_size)
     check_config(cfg)
     if run_cfg.train.dtype != "float32":
         raise ConfigError(f"train.dtype={run_cfg.train.dtype!r}: the RNN family computes in float32; "
