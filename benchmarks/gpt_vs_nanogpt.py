@@ -1,6 +1,6 @@
 """nanoGPT's own train.py (PyTorch, CPU) against `lmjax train shakespeare_char`, same config, one run, same machine.
 
-    .venv/bin/python benchmarks/gpt_vs_nanogpt.py [--nanogpt /work/nanogpt] [--iters 2000]
+    .venv/bin/python benchmarks/gpt_vs_nanogpt.py [--nanogpt /work/nanogpt] [--iters 2000] [--lmjax-seeds 3]
 
 The nanoGPT checkout needs data/shakespeare_char/{train,val}.bin (its prepare.py run on Tiny Shakespeare's
 input.txt). Both train nanoGPT's README CPU configuration (4 layers, 4 heads, 128 wide, context 64, batch 12, 2000
@@ -57,8 +57,9 @@ def run_nanogpt(repo: pathlib.Path, iters: int, out_dir: pathlib.Path) -> dict:
             "command": f"cd {repo} && OMP_NUM_THREADS=2 OMP_WAIT_POLICY=PASSIVE python train.py {' '.join(args)}"}
 
 
-def run_lmjax(iters: int, workdir: pathlib.Path) -> dict:
-    overrides = [f"train.workdir={workdir}", "train.resume=false", "train.progress=false", f"train.steps={iters}"]
+def run_lmjax(iters: int, workdir: pathlib.Path, seed: int = 0) -> dict:
+    overrides = [f"train.workdir={workdir}", "train.resume=false", "train.progress=false", f"train.steps={iters}",
+                 f"train.seed={seed}", f"data.seed={seed}"]
     cmd = [str(ROOT / ".venv" / "bin" / "lmjax"), "train", "shakespeare_char",
            *(a for o in overrides for a in ("--set", o))]
     t0 = time.perf_counter()
@@ -135,6 +136,9 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--nanogpt", type=pathlib.Path, default=pathlib.Path("/work/nanogpt"))
     p.add_argument("--iters", type=int, default=2000)
+    p.add_argument("--lmjax-seeds", type=int, default=1,
+                   help="train lmjax with seeds 0..N-1 (nanoGPT's train.py hard-codes its seed, 1337: one run); the "
+                        "headline figures are seed 0's, the JSON adds every seed's val losses and their mean")
     p.add_argument("--scratch", type=pathlib.Path, default=pathlib.Path("/tmp/gpt_vs_nanogpt"))
     p.add_argument("--out", type=pathlib.Path,
                    default=ROOT / "experiments" / "results" / "gpt_shakespeare_vs_nanogpt.json")
@@ -155,6 +159,7 @@ def main() -> None:
     peak_gflops = measure_matmul_peak("float32")
     nano = run_nanogpt(args.nanogpt, args.iters, args.scratch / "nanogpt")
     lmj = run_lmjax(args.iters, args.scratch / "lmjax")
+    more = [run_lmjax(args.iters, args.scratch / f"lmjax_seed{i}", seed=i) for i in range(1, args.lmjax_seeds)]
     load_after = os.getloadavg()[0]
 
     meta = pickle.loads((data_dir / "meta.pkl").read_bytes())
@@ -162,6 +167,11 @@ def main() -> None:
     val_text = "".join(meta["itos"][int(i)] for i in val)
     nano_exact = exact_val_nanogpt(args.nanogpt, args.scratch / "nanogpt", val)
     lmj_exact = exact_val_lmjax(args.scratch / "lmjax", val_text)
+    seeds = [{"seed": 0, "val_loss": lmj["val_loss"], "val_loss_full_split": lmj_exact,
+              "ms_per_iter": lmj["ms_per_iter"]}]
+    for i, r in enumerate(more, 1):
+        seeds.append({"seed": i, "val_loss": r["val_loss"], "ms_per_iter": r["ms_per_iter"],
+                      "val_loss_full_split": exact_val_lmjax(args.scratch / f"lmjax_seed{i}", val_text)})
 
     flops_per_token = make_task(get_preset("shakespeare_char"), meta["vocab_size"]).flops_per_token
     tokens = CONFIG["batch_size"] * CONFIG["block_size"]
@@ -181,6 +191,9 @@ def main() -> None:
         "nanogpt_wall_s": nano["wall_s"],
         "val_loss_full_split": lmj_exact,
         "nanogpt_val_loss_full_split": nano_exact,
+        "lmjax_seeds": seeds,
+        "val_loss_seed_mean": statistics.mean(r["val_loss"] for r in seeds),
+        "val_loss_full_split_seed_mean": statistics.mean(r["val_loss_full_split"] for r in seeds),
         "lmjax_command": lmj["command"],
         "nanogpt_command": nano["command"],
         "loadavg_1m_before": load_before,
@@ -196,6 +209,9 @@ def main() -> None:
           f"{nano_exact:9.4f} {nano['wall_s']:7.1f}")
     print(f"{'lmjax':>10} {lmj['ms_per_iter']:9.2f} {tok_s:10,.0f} {lmj['val_loss']:9.4f} "
           f"{lmj_exact:9.4f} {lmj['wall_s']:7.1f}")
+    for r in seeds[1:]:
+        print(f"{'lmjax s' + str(r['seed']):>10} {r['ms_per_iter']:9.2f} {'':>10} {r['val_loss']:9.4f} "
+              f"{r['val_loss_full_split']:9.4f}")
     print(f"speedup {result['speedup']:.2f}x, lmjax MFU {result['mfu']:.1%} of {peak_gflops:.0f} GFLOP/s; "
           f"load {load_before:.1f} -> {load_after:.1f}; wrote {args.out}")
 

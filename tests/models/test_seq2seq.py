@@ -12,9 +12,10 @@ from lmjax.ops.losses import token_cross_entropy
 PAD, BOS, EOS, V = 0, 2, 3, 10  # ids 4..9 are the copy task's symbols
 
 
-def tiny(attention: str) -> seq2seq.Seq2Seq:
+def tiny(attention: str, readout: int = 0) -> seq2seq.Seq2Seq:
     return seq2seq.Seq2Seq(seq2seq.Seq2SeqConfig(src_vocab_size=V, tgt_vocab_size=V, embed=16, hidden=32,
-                                                 attention=attention, attention_dim=16, dropout=0.0, init_scale=0.1))
+                                                 attention=attention, attention_dim=16, dropout=0.0, init_scale=0.1,
+                                                 readout=readout))
 
 
 def copy_batch(rng, batch=32, length=6):
@@ -80,3 +81,23 @@ def test_bad_config_is_a_config_error():
     cfg = get_preset("multi30k_additive", ["model.attention=dot"])
     with pytest.raises(ConfigError, match="model.attention"):
         seq2seq.model_from_config(cfg, 10, 10)
+
+
+@pytest.mark.parametrize("attention,readout", [(a, 0) for a in seq2seq.ATTENTION] + [("additive", 8)])
+def test_teacher_forcing_equals_step_by_step_decoding(attention, readout):
+    """The hoisted teacher-forced pass gives the logits of `decode_step` applied one position at a time."""
+    model = tiny(attention, readout)
+    params = nn.meta.unbox(seq2seq.init_variables(model, jax.random.key(1)))["params"]
+    src, mask, tgt_in, _, _ = copy_batch(np.random.default_rng(0), batch=4)
+    full = model.apply({"params": params}, src, mask, tgt_in)
+
+    def stepwise(mdl):
+        enc, s, out = mdl.encode(src, mask), None, []
+        s = enc["s"]
+        for t in range(tgt_in.shape[1]):
+            logits, s, _ = mdl.decode_step(enc, s, mdl.embed_target(tgt_in[:, t]))
+            out.append(logits)
+        return jnp.stack(out, 1)
+
+    np.testing.assert_allclose(np.asarray(full), np.asarray(nn.apply(stepwise, model)({"params": params})),
+                               atol=1e-5, rtol=1e-5)
