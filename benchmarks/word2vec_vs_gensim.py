@@ -2,13 +2,15 @@
 
     .venv/bin/python benchmarks/word2vec_vs_gensim.py                       # full: IMDB, 5 epochs, sg and CBOW
     .venv/bin/python benchmarks/word2vec_vs_gensim.py --words 2000000 --epochs 1 --skipgram 256:32:64 1024:0
+    .venv/bin/python benchmarks/word2vec_vs_gensim.py --hs                  # hierarchical softmax instead
 
 Corpus: IMDB train + test reviews, lower-cased with text8-style cleaning (one sentence per review). Both train with
-dim 200, window 5, negative 5, sample 1e-3, min_count 5 (gensim: workers=2). Wall time covers vocabulary building
+dim 200, window 5, negative 5, sample 1e-3, min_count 5 (gensim: workers=2); with --hs, hierarchical softmax and no
+negative sampling instead (gensim hs=1, negative=0; lmjax hs=True, negative=0). Wall time covers vocabulary building
 and training (lmjax: also compilation); words/s = corpus tokens x epochs / wall time, the same definition for both.
 Quality: Google analogies restricted to the 30k most frequent words (3CosAdd), WordSim-353 and SimLex-999 Spearman,
 all computed by lmjax's evaluation on both models' vectors. Writes experiments/results/word2vec_vs_gensim.json
-(full run) or benchmarks/results/word2vec_tuning.json (a slice or variants).
+(full run) or benchmarks/results/word2vec_tuning.json (a slice or variants), with --hs *_hs.json.
 """
 
 from __future__ import annotations
@@ -56,6 +58,7 @@ def main() -> None:
                                       "whole corpus and one design per algorithm, else benchmarks/results/"
                                       "word2vec_tuning.json)")
     parser.add_argument("--no-gensim", action="store_true")
+    parser.add_argument("--hs", action="store_true", help="hierarchical softmax, no negative sampling, for both")
     parser.add_argument("--data-dir", default=os.environ.get("LMJAX_DATA_DIR", str(REPO.parent / "shared" / "data")))
     args = parser.parse_args()
     _fast_env()
@@ -81,15 +84,17 @@ def main() -> None:
     analogies = load_analogies(args.data_dir)
     pairs = {name: load_word_pairs(name, args.data_dir) for name in ("wordsim353", "simlex999")}
     results: dict = {"corpus": f"IMDB train+test reviews, text8-style cleaning, {tokens:,} tokens",
-                     "tokens": tokens, "epochs": args.epochs}
+                     "tokens": tokens, "epochs": args.epochs,
+                     "output_layer": "hierarchical softmax" if args.hs else "negative sampling (5)"}
+    negative = 0 if args.hs else 5
     for algo in args.algorithms:
         sg = algo == "skipgram"
         row: dict = {}
         if not args.no_gensim:
             load0 = os.getloadavg()[0]
             t = time.perf_counter()
-            g = GensimWord2Vec(sentences, vector_size=200, window=5, negative=5, sample=1e-3, min_count=5,
-                               epochs=args.epochs, workers=2, sg=int(sg), seed=0)
+            g = GensimWord2Vec(sentences, vector_size=200, window=5, negative=negative, hs=int(args.hs),
+                               sample=1e-3, min_count=5, epochs=args.epochs, workers=2, sg=int(sg), seed=0)
             wall = time.perf_counter() - t
             gmodel = Word2Vec(Vocab(tuple(g.wv.index_to_key), np.array(g.wv.expandos["count"])), g.wv.vectors)
             q = quality(gmodel, analogies, pairs)
@@ -100,7 +105,7 @@ def main() -> None:
         for variant in variants:
             batch, shared, steps = (*map(int, variant.split(":")), 16)[:3]
             cfg = Word2VecConfig(sg=sg, epochs=args.epochs, batch_size=batch, shared_negatives=shared,
-                                 steps_per_call=steps)
+                                 steps_per_call=steps, negative=negative, hs=args.hs)
             load0 = os.getloadavg()[0]
             t = time.perf_counter()
             model = train(sentences, cfg)
@@ -111,8 +116,8 @@ def main() -> None:
             row.update({f"{prefix}design": f"batch_size={batch}, shared_negatives={shared}, steps_per_call={steps}",
                         f"{prefix}wall_s": wall, f"{prefix}words_per_s": tokens * args.epochs / wall,
                         f"{prefix}loadavg_1m": load0})
-            print(f"{algo} lmjax B={batch} N={shared} S={steps}: {wall:.1f} s, {tokens * args.epochs / wall:,.0f} words/s, "
-                  f"{q}", flush=True)
+            print(f"{algo} lmjax B={batch} N={shared} S={steps}{' hs' if args.hs else ''}: {wall:.1f} s, "
+                  f"{tokens * args.epochs / wall:,.0f} words/s, {q}", flush=True)
         results[algo] = row
         write(results, args)  # after each algorithm: a run cut short keeps what it measured
 
@@ -126,8 +131,9 @@ def write(results: dict, args) -> None:
                             f"{os.getloadavg()[0]:.2f} at the end",
                    command="python benchmarks/word2vec_vs_gensim.py " + " ".join(sys.argv[1:]),
                    date=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
-    out = Path(args.out) if args.out else REPO / ("experiments/results/word2vec_vs_gensim.json" if full
-                                                  else "benchmarks/results/word2vec_tuning.json")
+    out = Path(args.out) if args.out else REPO / (("experiments/results/word2vec_vs_gensim" if full else
+                                                   "benchmarks/results/word2vec_tuning") + ("_hs" if args.hs else "")
+                                                  + ".json")
     out.write_text(json.dumps(results, indent=2) + "\n")
     print(f"wrote {out}", flush=True)
 

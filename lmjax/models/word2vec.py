@@ -1,4 +1,5 @@
-"""word2vec (Mikolov et al. 2013): skip-gram and CBOW with negative sampling, trained by batched jit-compiled SGD.
+"""word2vec (Mikolov et al. 2013): skip-gram and CBOW with negative sampling and/or hierarchical softmax, trained by
+batched jit-compiled SGD.
 
 Two tables of shape (V, d): input vectors W (the embeddings kept afterwards) and output vectors C. For an input
 vector h and a target word t, negative sampling maximises
@@ -7,6 +8,11 @@ vector h and a target word t, negative sampling maximises
 
 by plain SGD with a learning rate decayed linearly from `alpha` to `min_alpha` over all training words. Skip-gram
 takes h = W[center] and t = one context word; CBOW takes h = mean of W over the context words and t = the center.
+Hierarchical softmax (`hs`) instead (or as well, both losses summed as word2vec.c does) walks the center's path in
+word2vec's Huffman tree over the vocabulary, code bits c_j at inner nodes p_j with vectors S[p_j] (a third table,
+(V - 1, d), zero at first), from h (CBOW) or, as word2vec.c's skip-gram, from each context's W row h:
+
+    sum_j log sigma((1 - 2 c_j) h . S[p_j]).
 
 Corpus side (NumPy, per epoch): frequent words are dropped with word2vec's probability 1 - keep(w),
 keep(w) = (sqrt(f / (s T)) + 1) s T / f for a word seen f times out of T and sample s; each position draws its window
@@ -50,7 +56,8 @@ class Word2VecConfig:
     sg: bool = True                # skip-gram (True) or CBOW (False)
     dim: int = 200
     window: int = 5
-    negative: int = 5
+    negative: int = 5              # negatives per target; 0 turns negative sampling off (then hs must be on)
+    hs: bool = False               # hierarchical softmax over word2vec's Huffman tree
     sample: float = 1e-3           # subsampling threshold s; 0 disables
     min_count: int = 5
     epochs: int = 5
@@ -63,12 +70,15 @@ class Word2VecConfig:
     seed: int = 0
 
     def __post_init__(self):
-        for name in ("dim", "window", "negative", "min_count", "epochs", "batch_size", "steps_per_call",
-                     "chunk_words"):
+        for name in ("dim", "window", "min_count", "epochs", "batch_size", "steps_per_call", "chunk_words"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"word2vec {name} must be >= 1, got {getattr(self, name)}: set a positive value")
-        if self.shared_negatives < 0 or self.sample < 0 or not 0 < self.alpha:
-            raise ConfigError("word2vec shared_negatives and sample must be >= 0 and alpha > 0: fix the value")
+        if self.negative < 0 or self.shared_negatives < 0 or self.sample < 0 or not 0 < self.alpha:
+            raise ConfigError("word2vec negative, shared_negatives and sample must be >= 0 and alpha > 0: fix the "
+                              "value")
+        if not (self.hs or self.negative):
+            raise ConfigError("word2vec needs an output layer: negative=0 with hs=False trains nothing; set "
+                              "negative >= 1 (negative sampling) or hs=True (hierarchical softmax)")
 
 
 # ------------------------------------------------------------------------------------------------------ vocabulary
@@ -125,6 +135,44 @@ def noise_distribution(counts: np.ndarray, power: float = 0.75) -> np.ndarray:
     return weights / weights.sum()
 
 
+def huffman_tree(counts: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """word2vec's Huffman tree over V words: (codes (V, L) int8, points (V, L) int32, mask (V, L) bool), L the
+    longest code; row w lists root first the inner nodes p_j (0..V-2, root V-2) on w's path and the bits c_j taken.
+
+    word2vec.c's CreateBinaryTree: a linear two-queue merge (leaves by ascending count, for a vocabulary sorted by
+    descending count the last word first; inner nodes in creation order), inner node i made by the i-th merge of the
+    two smallest nodes, bit 0 to the first, 1 to the second; on equal counts the inner node goes first. gensim's
+    heap breaks ties by heap order instead: the same tree when no counts tie, an equally short code otherwise.
+    """
+    V = len(counts)
+    leaves = np.lexsort((-np.arange(V), counts)).tolist()
+    size = [int(c) for c in counts] + [0] * (V - 1)
+    parent, bit = [2 * V - 2] * (2 * V - 1), [0] * (2 * V - 1)
+    leaf, inner = 0, V
+    for node in range(V, 2 * V - 1):
+        for side in (0, 1):
+            if leaf < V and (inner == node or size[leaves[leaf]] < size[inner]):
+                child, leaf = leaves[leaf], leaf + 1
+            else:
+                child, inner = inner, inner + 1
+            parent[child], bit[child] = node, side
+            size[node] += size[child]
+    parent, bit = np.array(parent), np.array(bit, np.int8)
+    up_codes, up_points, node = [], [], np.arange(V)
+    while (active := node < 2 * V - 2).any():  # walk every leaf up to the root, bits in leaf-to-root order
+        up_codes.append(np.where(active, bit[node], 0))
+        up_points.append(np.where(active, parent[node] - V, -1))
+        node = np.where(active, parent[node], node)
+    L = max(1, len(up_points))  # one word: no inner node, an empty (masked) code
+    up_codes, up_points = (np.array(a).reshape(-1, V) for a in (up_codes, up_points))
+    length = (up_points >= 0).sum(0)
+    codes, points, mask = np.zeros((V, L), np.int8), np.zeros((V, L), np.int32), np.arange(L) < length[:, None]
+    rows, steps = np.nonzero(mask)
+    codes[rows, length[rows] - 1 - steps] = up_codes[steps, rows]
+    points[rows, length[rows] - 1 - steps] = up_points[steps, rows]
+    return codes, points, mask
+
+
 # -------------------------------------------------------------------------------------------------- examples (host)
 
 
@@ -177,23 +225,14 @@ def epoch_chunks(ids: np.ndarray, sids: np.ndarray, keep: np.ndarray, cfg: Word2
 # -------------------------------------------------------------------------------------------------- SGD (device)
 
 
-def _sgd_step(tables, batch, cdf, cfg: Word2VecConfig):
-    """One SGD step on B positions; returns new (W, C) and the summed negative-sampling loss.
+def _negative_sampling(C, h, targets, mask, lr, key, cdf, cfg: Word2VecConfig):
+    """Negative sampling's ascent step for inputs h (B, d) and targets (B, T) with mask m: (new C, dh, summed loss).
 
-    Each position gives an input vector h and targets t with mask m: skip-gram h = W[center], t = its contexts;
-    CBOW h = mean of W[contexts], t = the center. With g_t = lr m_t (1 - sigma(h . C[t])) for the targets and
-    g_k = -lr w_k sigma(h . C[n_k]) for the negatives, the ascent steps are
-        dh = sum_t g_t C[t] + sum_k g_k C[n_k],   dC[t] = g_t h,   dC[n_k] = g_k h,
-    and dh goes to the input rows of W (CBOW: to each context row whole, as in word2vec.c). Shared negatives: N draws for the whole step, w_k = negative x (number of
-    targets) / N, less the draws equal to a target; otherwise `negative` draws per target, w_k = 1 unless equal to it.
+    With g_t = lr m_t (1 - sigma(h . C[t])) for the targets and g_k = -lr w_k sigma(h . C[n_k]) for the negatives,
+    dh = sum_t g_t C[t] + sum_k g_k C[n_k], dC[t] = g_t h, dC[n_k] = g_k h. Shared negatives: N draws for the whole
+    step, w_k = negative x (number of targets) / N, less the draws equal to a target; otherwise `negative` draws per
+    target, w_k = 1 unless equal to it.
     """
-    W, C = tables
-    centers, contexts, weights, lr, key = batch
-    if cfg.sg:
-        h, targets, mask = W[centers], contexts, weights
-    else:  # weights are 1 / n_contexts on valid columns: h is the mean of the context vectors
-        h = jnp.einsum("bc,bcd->bd", weights, W[contexts])
-        targets, mask = centers[:, None], (weights.sum(1, keepdims=True) > 0).astype(W.dtype)
     out = C[targets]                                                  # (B, T, d)
     pos = jnp.einsum("bd,btd->bt", h, out)
     g = lr * mask * jax.nn.sigmoid(-pos)
@@ -203,7 +242,7 @@ def _sgd_step(tables, batch, cdf, cfg: Word2VecConfig):
         negs = jnp.searchsorted(cdf, jax.random.uniform(key, (cfg.shared_negatives,)), side="right")
         neg_vecs = C[negs]                                            # (N, d)
         scores = h @ neg_vecs.T                                       # (B, N): the one matmul
-        hits = jnp.einsum("bt,btn->bn", mask, (targets[..., None] != negs).astype(W.dtype))
+        hits = jnp.einsum("bt,btn->bn", mask, (targets[..., None] != negs).astype(h.dtype))
         w = (cfg.negative / cfg.shared_negatives) * hits
         gn = -lr * w * jax.nn.sigmoid(scores)
         dh += gn @ neg_vecs
@@ -219,20 +258,69 @@ def _sgd_step(tables, batch, cdf, cfg: Word2VecConfig):
     loss -= jnp.sum(w * jax.nn.log_sigmoid(-scores))
     rows = jnp.concatenate([targets.reshape(-1), negs.reshape(-1)])
     C = C.at[rows].add(jnp.concatenate([(g[..., None] * h[:, None]).reshape(-1, h.shape[1]), d_neg]))
+    return C, dh, loss
+
+
+def _hierarchical_softmax(S, h, mask, centers, lr, tree):
+    """Hierarchical softmax's ascent step for inputs h (B, T, d) with mask (B, T), each predicting its position's
+    center: (new S, dh (B, T, d), summed loss).
+
+    For the inner nodes p_j on the center's path with bits c_j (codes padded to L, masked), f = sigma(h . S[p_j]) and
+    g = lr m (1 - c_j - f) (word2vec.c's sign convention): dh = sum_j g S[p_j], dS[p_j] = sum g h; the loss is
+    -log sigma((1 - 2 c_j) h . S[p_j]). Unlike word2vec.c no update is skipped at |h . S[p_j]| >= 6.
+    """
+    codes, points, valid = (a[centers] for a in tree)                # (B, L)
+    nodes = S[points]                                                 # (B, L, d)
+    x = jnp.einsum("btd,bld->btl", h, nodes)
+    m = mask[..., None] * valid[:, None]
+    g = lr * m * (1 - codes[:, None] - jax.nn.sigmoid(x))
+    loss = -jnp.sum(m * jax.nn.log_sigmoid((1 - 2 * codes[:, None]) * x))
+    S = S.at[points.reshape(-1)].add(jnp.einsum("btl,btd->bld", g, h).reshape(-1, h.shape[-1]))
+    return S, jnp.einsum("btl,bld->btd", g, nodes), loss
+
+
+def _sgd_step(tables, batch, aux, cfg: Word2VecConfig):
+    """One SGD step on B positions: new tables {"W", "C" (negative sampling), "S" (hs)} and the summed loss.
+
+    Negative sampling: each position gives an input vector h and targets t with mask m: skip-gram h = W[center],
+    t = its contexts; CBOW h = mean of W[contexts], t = the center. Hierarchical softmax always walks the center's
+    path, from h (CBOW) or, as word2vec.c's skip-gram does, from each context's W row (the T pairs of a position then
+    share one path: T times fewer S rows to gather and update). With both on (CBOW: the same h), the dh add up as in
+    word2vec.c; dh goes to the input rows of W (CBOW: to each context row whole, as in word2vec.c).
+    """
+    W, (cdf, tree) = tables["W"], aux
+    centers, contexts, weights, lr, key = batch
     if cfg.sg:
-        W = W.at[centers].add(dh)
+        h, targets, mask = W[centers], contexts, weights
+    else:  # weights are 1 / n_contexts on valid columns: h is the mean of the context vectors
+        h = jnp.einsum("bc,bcd->bd", weights, W[contexts])
+        targets, mask = centers[:, None], (weights.sum(1, keepdims=True) > 0).astype(W.dtype)
+    tables, dh, loss = dict(tables), 0.0, 0.0
+    if cfg.negative:
+        tables["C"], dh, loss = _negative_sampling(tables["C"], h, targets, mask, lr, key, cdf, cfg)
+    if cfg.hs:
+        inputs = (W[contexts], weights) if cfg.sg else (h[:, None], mask)
+        tables["S"], dh_hs, loss_hs = _hierarchical_softmax(tables["S"], *inputs, centers, lr, tree)
+        loss += loss_hs
+        if cfg.sg:
+            W = W.at[contexts.reshape(-1)].add(dh_hs.reshape(-1, W.shape[1]))  # invalid columns: g = 0
+        else:
+            dh += dh_hs[:, 0]
+    if cfg.sg:
+        tables["W"] = W.at[centers].add(dh) if cfg.negative else W
     else:  # as word2vec.c and gensim (cbow_mean=1) do: every context row gets all of dh, not dh / n_contexts
-        W = W.at[contexts.reshape(-1)].add(((weights > 0)[..., None] * dh[:, None]).reshape(-1, dh.shape[1]))
-    return (W, C), loss
+        tables["W"] = W.at[contexts.reshape(-1)].add(((weights > 0)[..., None] * dh[:, None]).reshape(-1, dh.shape[1]))
+    return tables, loss
 
 
 @functools.lru_cache(maxsize=8)
 def make_train_call(cfg: Word2VecConfig):
-    """A jitted call running `steps_per_call` SGD steps (lax.scan) on stacked batches; tables donated."""
+    """A jitted call running `steps_per_call` SGD steps (lax.scan) on stacked batches; tables donated. `aux` is
+    (noise cdf or None, (codes, points, mask) of the Huffman tree or None)."""
 
-    def call(tables, cdf, centers, contexts, weights, lrs, key):
+    def call(tables, aux, centers, contexts, weights, lrs, key):
         keys = jax.random.split(key, len(lrs))
-        tables, losses = jax.lax.scan(lambda t, b: _sgd_step(t, b, cdf, cfg), tables,
+        tables, losses = jax.lax.scan(lambda t, b: _sgd_step(t, b, aux, cfg), tables,
                                       (centers, contexts, weights, lrs, keys))
         return tables, losses.sum()
 
@@ -298,11 +386,16 @@ def train(sentences: Sequence[Sequence[str]], cfg: Word2VecConfig = Word2VecConf
     ids, sids = vocab.encode(sentences)
     rng = np.random.default_rng(cfg.seed)
     key = jax.random.PRNGKey(cfg.seed)
-    # word2vec's initialisation: W uniform in +-0.5/d, C zero.
-    W = jnp.asarray(((rng.random((len(vocab), cfg.dim)) - 0.5) / cfg.dim).astype(np.float32))
-    C = jnp.zeros((len(vocab), cfg.dim), jnp.float32)
-    tables = (W, C)
-    cdf = jnp.asarray(np.cumsum(noise_distribution(vocab.counts)).astype(np.float32)[:-1])
+    # word2vec's initialisation: W uniform in +-0.5/d, output tables (C, and S for the V - 1 inner nodes) zero.
+    tables = {"W": jnp.asarray(((rng.random((len(vocab), cfg.dim)) - 0.5) / cfg.dim).astype(np.float32))}
+    cdf = tree = None
+    if cfg.negative:
+        tables["C"] = jnp.zeros((len(vocab), cfg.dim), jnp.float32)
+        cdf = jnp.asarray(np.cumsum(noise_distribution(vocab.counts)).astype(np.float32)[:-1])
+    if cfg.hs:
+        codes, points, mask = huffman_tree(vocab.counts)
+        tables["S"] = jnp.zeros((max(1, len(vocab) - 1), cfg.dim), jnp.float32)
+        tree = (jnp.asarray(codes, jnp.float32), jnp.asarray(points), jnp.asarray(mask, jnp.float32))
     keep = keep_probability(vocab.counts, cfg.sample)
     call = make_train_call(cfg)
     total, done, log, t0 = cfg.epochs * len(ids), 0, [], time.perf_counter()
@@ -317,7 +410,7 @@ def train(sentences: Sequence[Sequence[str]], cfg: Word2VecConfig = Word2VecConf
             for i in range(calls):
                 part = slice(i * S * B, (i + 1) * S * B)
                 key, sub = jax.random.split(key)
-                tables, loss = call(tables, cdf, *(a[part].reshape(S, B, *a.shape[1:])
+                tables, loss = call(tables, (cdf, tree), *(a[part].reshape(S, B, *a.shape[1:])
                                                    for a in (centers, contexts, weights)), lrs[i * S:(i + 1) * S], sub)
                 losses.append(loss)
             done += raw
@@ -328,7 +421,7 @@ def train(sentences: Sequence[Sequence[str]], cfg: Word2VecConfig = Word2VecConf
         if verbose:
             print(f"epoch {epoch + 1}: loss/example {loss:.4f}, {examples:,} examples, "
                   f"{done / (time.perf_counter() - t0):,.0f} words/s", file=sys.stderr)
-    return Word2Vec(vocab, np.asarray(jax.device_get(tables[0])), log)
+    return Word2Vec(vocab, np.asarray(jax.device_get(tables["W"])), log)
 
 
 # ----------------------------------------------------------------------------------------------------- evaluation
@@ -492,10 +585,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--corpus", default="imdb", help="'imdb', 'text8' (downloaded) or a text file, one sentence a line")
     p.add_argument("--out", required=True)
     p.add_argument("--data-dir")
-    for field in dataclasses.fields(Word2VecConfig):
-        p.add_argument(f"--{field.name.replace('_', '-')}", type=type(field.default) if field.type != "bool" else
-                       lambda s: s.lower() in ("1", "true", "yes"), default=field.default,
-                       help=f"default {field.default}" + (" (true: skip-gram, false: CBOW)" if field.name == "sg" else ""))
+    notes = {"sg": " (true: skip-gram, false: CBOW)", "hs": " (--hs alone: true; with --negative 0: hs only)",
+             "negative": " (0: no negative sampling, needs --hs)"}
+    for field in dataclasses.fields(Word2VecConfig):  # a bool flag alone means true: --hs, --sg false
+        flag = {"type": lambda s: s.lower() in ("1", "true", "yes"), "nargs": "?", "const": True} \
+            if field.type == "bool" else {"type": type(field.default)}
+        p.add_argument(f"--{field.name.replace('_', '-')}", default=field.default, **flag,
+                       help=f"default {field.default}" + notes.get(field.name, ""))
     for name, help_ in (("neighbours", "nearest words"), ("analogy", "a is to b as c is to ?"),
                         ("similarity", "cosine similarity of two words"), ("evaluate", "analogies, WordSim, SimLex"),
                         ("plot", "PNG of a 2-D PCA projection of words")):

@@ -1,4 +1,5 @@
-"""word2vec: corpus math against gensim, training on a corpus with built-in analogies, formats, bad input."""
+"""word2vec: corpus math and Huffman codes against gensim, training (negative sampling, hierarchical softmax) on a
+corpus with built-in analogies, formats, bad input."""
 
 from __future__ import annotations
 
@@ -49,10 +50,13 @@ def skipgram(corpus):
     return w2v.train(corpus, CFG)
 
 
-@pytest.mark.parametrize("design", ["skipgram_shared", "cbow_shared", "skipgram_per_example"])
+@pytest.mark.parametrize("design", ["skipgram_shared", "cbow_shared", "skipgram_per_example", "skipgram_hs",
+                                    "cbow_hs"])
 def test_training_learns_the_corpus_analogies(corpus, skipgram, design):
     cfg = {"skipgram_shared": CFG, "cbow_shared": dataclasses.replace(CFG, sg=False, alpha=0.05),
-           "skipgram_per_example": dataclasses.replace(CFG, shared_negatives=0)}[design]
+           "skipgram_per_example": dataclasses.replace(CFG, shared_negatives=0),
+           "skipgram_hs": dataclasses.replace(CFG, hs=True, negative=0),
+           "cbow_hs": dataclasses.replace(CFG, hs=True, negative=0, sg=False, alpha=0.05)}[design]
     model = skipgram if design == "skipgram_shared" else w2v.train(corpus, cfg)
     assert model.log[-1]["loss_per_example"] < model.log[0]["loss_per_example"]
     result = w2v.evaluate_analogies(model, analogy_questions())
@@ -65,6 +69,46 @@ def test_training_is_deterministic_for_a_seed(corpus, skipgram):
     np.testing.assert_array_equal(again.vectors, skipgram.vectors)
     other = w2v.train(corpus, dataclasses.replace(CFG, seed=1))
     assert not np.allclose(other.vectors, skipgram.vectors)
+
+
+def test_hierarchical_softmax_with_negatives_is_deterministic_and_adds_its_loss(corpus):
+    cfg = dataclasses.replace(CFG, hs=True, epochs=1)
+    a, b = w2v.train(corpus[:600], cfg), w2v.train(corpus[:600], cfg)
+    np.testing.assert_array_equal(a.vectors, b.vectors)
+    ns = w2v.train(corpus[:600], dataclasses.replace(cfg, hs=False))
+    assert a.log[0]["loss_per_example"] > ns.log[0]["loss_per_example"] + 1  # the HS term: ~log2 V bits
+    assert not np.allclose(ns.vectors, a.vectors)
+
+
+def _gensim_codes(counts):
+    g = gensim.models.Word2Vec(min_count=1, hs=1, negative=0, vector_size=8)
+    g.build_vocab_from_freq({f"w{i}": int(c) for i, c in enumerate(counts)})
+    return np.array(g.wv.expandos["count"]), g.wv.expandos["code"], g.wv.expandos["point"]
+
+
+def test_huffman_tree_is_word2vecs(corpus):
+    # counts without ties: one Huffman tree, so gensim's codes and inner-node ids exactly
+    counts, codes, points = _gensim_codes(np.random.default_rng(0).integers(1, 10**9, 300))
+    ours, our_points, mask = w2v.huffman_tree(counts)
+    for i in range(len(counts)):
+        np.testing.assert_array_equal(ours[i][mask[i]], codes[i])
+        np.testing.assert_array_equal(our_points[i][mask[i]], points[i])
+    # the test corpus (many tied counts): a complete prefix code as short as gensim's, frequent words shortest
+    vocab = w2v.Vocab.build(corpus, 1)
+    codes, points, mask = w2v.huffman_tree(vocab.counts)
+    length = mask.sum(1)
+    V = len(vocab)
+    assert codes.shape == (V, length.max()) and np.all(points[:, 0] == V - 2) and points[mask].max() == V - 2
+    assert np.sum(2.0 ** -length) == 1.0 and np.all(np.diff(length) >= 0)
+    node_of = {}  # code prefix -> inner node: one node per prefix, V - 1 of them, and no word's code among them
+    for c, p, n in zip(codes, points, length):
+        for j in range(n):
+            assert node_of.setdefault(tuple(c[:j]), p[j]) == p[j]
+    full = {tuple(c[:n]) for c, n in zip(codes, length)}
+    assert len(full) == V and not full & node_of.keys() and sorted(node_of.values()) == list(range(V - 1))
+    gensim_counts, gensim_codes, _ = _gensim_codes(vocab.counts)
+    assert length @ vocab.counts == np.array([len(c) for c in gensim_codes]) @ gensim_counts
+    assert w2v.huffman_tree(np.array([7]))[2].sum() == 0  # one word: no inner node
 
 
 def test_subsampling_and_noise_distribution_match_gensim(corpus):
@@ -120,6 +164,16 @@ def test_queries_and_cli(skipgram, tmp_path, capsys):
     assert (tmp_path / "p.png").read_bytes()[:4] == b"\x89PNG"
 
 
+def test_cli_trains_with_hierarchical_softmax(corpus, tmp_path, capsys):
+    text = tmp_path / "corpus.txt"
+    text.write_text("\n".join(" ".join(s) for s in corpus[:300]))
+    args = ["train", "--corpus", str(text), "--out", str(tmp_path / "v.txt"), "--min-count", "1", "--dim", "8",
+            "--epochs", "1", "--batch-size", "16", "--steps-per-call", "2", "--negative", "0"]
+    assert w2v.main(args) == 2 and "hs=True" in capsys.readouterr().err
+    assert w2v.main([*args, "--hs"]) == 0
+    assert w2v.load_word2vec_format(tmp_path / "v.txt").vectors.shape[1] == 8
+
+
 def test_spearman_handles_ties_and_unknown_words(skipgram):
     pairs = [("e0r0", "e0r1", 5.0), ("e0r0", "e1r0", 5.0), ("e0r0", "t0_1", 9.0), ("zzz", "e0r0", 1.0)]
     result = w2v.evaluate_word_pairs(skipgram, pairs)
@@ -134,6 +188,11 @@ def test_bad_input_is_explained():
         w2v.Vocab.build([["a", "b", "a"]], min_count=3)
     with pytest.raises(ConfigError, match="dim"):
         w2v.Word2VecConfig(dim=0)
+    with pytest.raises(ConfigError, match="negative >= 1.*or hs=True"):
+        w2v.Word2VecConfig(negative=0)
+    with pytest.raises(ConfigError, match="negative"):
+        w2v.Word2VecConfig(negative=-1, hs=True)
+    assert w2v.Word2VecConfig(negative=0, hs=True).hs
     with pytest.raises(DataError, match="neither"):
         w2v.load_corpus("/no/such/corpus.txt")
     model = w2v.Word2Vec(w2v.Vocab(("a",), np.array([1])), np.ones((1, 2), np.float32))
