@@ -14,7 +14,11 @@ matmuls run in the compute `dtype`; the residual stream, LayerNorms, softmax and
 padded to a multiple of 128 for matmul-friendly shapes, and the padded logits are -inf.
 
 Generation keeps a fixed-size K/V cache [B, block_size, H, D] per layer, prefills the prompts and decodes one token
-at a time inside a jit-compiled `lax.while_loop`. The file ends with the presets, `shakespeare_char` first.
+at a time inside a jit-compiled `lax.while_loop`.
+
+Fine-tuning as in GPT-1 (Radford et al., 2018, sec. 3.2): `GPTClassifier` puts a linear head on LN(h_L) at each
+sequence's last real token, and its task minimises L = L_cls + lambda L_lm (an auxiliary next-token loss on the same
+inputs). The file ends with the presets, `shakespeare_char` first.
 """
 
 from __future__ import annotations
@@ -190,16 +194,19 @@ class GPT(nn.Module):
     positions: int [B, T] (default 0..T-1 in every row); they index the position table and, with a cache, are the
     cache slots the tokens occupy (consecutive within a row). cache: from `init_cache`; then the call returns
     (logits, new_cache) and query t of row b sees the slots <= positions[b, t]. train=True enables dropout (needs
-    rngs={"dropout": key}).
+    rngs={"dropout": key}). outputs (without a cache): "logits"; "hidden", the final hidden states LN_f(h_L) fp32
+    [B, T, n_embd] that task heads read (no output projection is computed); or "both", (logits, hidden).
     """
 
     config: GPTConfig
     dtype: Any = jnp.float32  # compute dtype of the matmuls
 
     @nn.compact
-    def __call__(self, tokens, *, train: bool = False, positions=None, cache=None):
+    def __call__(self, tokens, *, train: bool = False, positions=None, cache=None, outputs: str = "logits"):
         cfg = self.config
         check_config(cfg)
+        if outputs not in ("logits", "hidden", "both") or (cache is not None and outputs != "logits"):
+            raise ValueError(f"outputs={outputs!r}: use 'logits', 'hidden' or 'both' ('logits' with a cache)")
         batch, length = tokens.shape
         if length > cfg.block_size:
             raise ValueError(f"sequence of length {length} is longer than model.block_size={cfg.block_size}: "
@@ -229,7 +236,10 @@ class GPT(nn.Module):
             x, layer_cache = Block(cfg, self.dtype, name=f"h_{i}")(
                 x, mask=mask, train=train, cache=None if cache is None else cache[i], write_start=write_start)
             new_cache.append(layer_cache)
-        x = layer_norm(cfg, "ln_f")(x).astype(self.dtype)
+        hidden = layer_norm(cfg, "ln_f")(x)
+        if outputs == "hidden":
+            return hidden
+        x = hidden.astype(self.dtype)
 
         if cfg.tie_embeddings:
             logits = x @ wte.astype(self.dtype).T
@@ -239,7 +249,36 @@ class GPT(nn.Module):
         # Padding columns get probability 0 in every softmax, argmax and sampler downstream.
         logits = jnp.where(jnp.arange(cfg.padded_vocab_size) < cfg.vocab_size, logits.astype(jnp.float32), -jnp.inf)
         logits = nn.with_logical_constraint(logits, ("batch", "length", "vocab"))
+        if outputs == "both":
+            return logits, hidden
         return logits if cache is None else (logits, tuple(new_cache))
+
+
+class GPTClassifier(nn.Module):
+    """GPT-1's fine-tuning model: tokens int [B, T] and lengths int [B] -> class logits fp32 [B, num_classes].
+
+    The head is one Linear on the trunk's final hidden state LN_f(h_L) at each row's last real token, column
+    lengths[b] - 1 (GPT-1 ends every input with an extract token and reads it there). Attention is causal, so that
+    state has seen the whole row and nothing after it: right padding, and whatever it holds, never changes the
+    logits. The trunk is the `GPT` module itself, named "gpt": a pretrained GPT's params are params["gpt"]. With
+    lm=True the call returns (class logits, the trunk's LM logits [B, T, padded_vocab_size]) for the auxiliary loss.
+    Dropout (config.dropout) also acts on the head's input, as in GPT-1.
+    """
+
+    config: GPTConfig
+    num_classes: int = 2
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, tokens, lengths, *, train: bool = False, lm: bool = False):
+        out = GPT(self.config, self.dtype, name="gpt")(tokens, train=train, outputs="both" if lm else "hidden")
+        lm_logits, hidden = out if lm else (None, out)
+        last = jnp.clip(lengths - 1, 0, tokens.shape[1] - 1)
+        features = jnp.take_along_axis(hidden, last[:, None, None], axis=1)[:, 0]  # [B, C]
+        features = nn.Dropout(self.config.dropout)(features, deterministic=not train)
+        logits = Linear((self.num_classes,), ("classes", "embed"), dtype=self.dtype, name="head")(features)
+        logits = nn.with_logical_constraint(logits.astype(jnp.float32), ("batch", "classes"))
+        return (logits, lm_logits) if lm else logits
 
 
 def init_cache(cfg: GPTConfig, batch: int, dtype: Any = jnp.float32) -> tuple[dict[str, jax.Array], ...]:
@@ -390,6 +429,55 @@ def make_task(run_cfg: RunConfig, vocab_size: int) -> Task:
                 tokens_per_example=seq_len, sample_fn=sample_fn)
 
 
+# The classifier's trunk: `optim.freeze=^gpt/` trains the head alone.
+FREEZE_TRUNK = ("^gpt/",)
+
+
+def make_classifier_task(run_cfg: RunConfig, vocab_size: int, num_classes: int = 2, *,
+                         lm_weight: float = 0.0) -> Task:
+    """Fine-tuning as in GPT-1: L = L_cls + lm_weight * L_lm, both means over the micro-batch.
+
+    Batches: "inputs" int32 [B, T] (right-padded), "lengths" int32 [B] (real tokens per row; 0 marks an empty row,
+    which counts for nothing) and "labels" int32 [B]. L_lm is next-token cross entropy over each row's real tokens.
+    The engine's (sum, count) contract with count = rows: loss_sum = sum CE_cls + lm_weight * mean(L_lm) * count.
+    aux (sums, so the engine's means are per row): "correct" (argmax == label; accuracy), "cls_loss" and, with
+    lm_weight > 0, "lm_loss". Padding ids never matter; with lm_weight 0 the output projection is not computed.
+    """
+    cfg = model_from_config(run_cfg, vocab_size).config
+    model = GPTClassifier(cfg, num_classes, dtype=DTYPES[run_cfg.train.dtype])
+    batch, seq_len = run_cfg.data.batch_size, run_cfg.data.seq_len
+    example = {"inputs": jax.ShapeDtypeStruct((batch, seq_len), jnp.int32),
+               **{k: jax.ShapeDtypeStruct((batch,), jnp.int32) for k in ("lengths", "labels")}}
+    lm = lm_weight > 0
+
+    def init_fn(rng, batch):  # lm=True: the full GPT's params (an untied lm_head too), so pretrained ones fit
+        return model.init(rng, batch["inputs"], batch["lengths"], lm=True)
+
+    def loss_fn(params, batch, rng, train):
+        rngs = {"dropout": rng} if rng is not None else {}
+        tokens, lengths, labels = batch["inputs"], batch["lengths"], batch["labels"]
+        out = model.apply({"params": params}, tokens, lengths, train=train, lm=lm, rngs=rngs)
+        logits, lm_logits = out if lm else (out, None)
+        real = lengths > 0
+        cls_sum, count = token_cross_entropy(logits, labels, real)
+        aux = {"correct": jnp.sum((jnp.argmax(logits, -1) == labels) & real).astype(jnp.float32), "cls_loss": cls_sum}
+        if not lm:
+            return cls_sum, count, aux
+        targets_real = jnp.arange(1, tokens.shape[1])[None, :] < lengths[:, None]  # token t + 1 is a real one
+        lm_sum, lm_count = token_cross_entropy(lm_logits[:, :-1, : cfg.vocab_size], tokens[:, 1:], targets_real)
+        aux["lm_loss"] = lm_sum / jnp.maximum(lm_count, 1) * count
+        return cls_sum + lm_weight * aux["lm_loss"], count, aux
+
+    # As make_task's estimate: 6 per matmul weight per token (lookups excluded), plus attention.
+    params = nn.meta.unbox(jax.eval_shape(init_fn, jax.random.key(0), example))["params"]
+    trunk = params["gpt"]
+    output = trunk["lm_head"]["kernel"].size if "lm_head" in trunk else trunk["wte"].size  # the LM projection
+    body = count_params(params) - trunk["wpe"].size - trunk["wte"].size - ("lm_head" in trunk) * output
+    flops = 6 * (body + lm * output) + 12 * cfg.n_layer * cfg.n_embd * seq_len
+    return Task(model=model, loss_fn=loss_fn, example_batch=example, init_fn=init_fn, flops_per_token=float(flops),
+                tokens_per_example=seq_len)
+
+
 # --------------------------------------------------------------------------------------------------------- presets
 
 
@@ -459,4 +547,22 @@ def gpt_smoke() -> RunConfig:
         data=DataConfig(dataset="tiny_shakespeare", tokenizer="char", seq_len=16, batch_size=4),
         optim=OptimConfig(lr=1e-3, warmup_steps=5),
         train=TrainConfig(steps=20, eval_every=10, eval_batches=2, log_every=5, checkpoint_every=10, sample_tokens=24),
+    )
+
+
+@register_preset("gpt_imdb", "GPT (4x256, context 128, WordPiece 8k) on IMDB reviews: the SST-2 fine-tuning trunk")
+def gpt_imdb() -> RunConfig:
+    """GPT-1's pretraining in miniature, about 10 minutes on 2 CPU cores (experiments/gpt_sst2_finetune.py).
+
+    A lowercasing WordPiece tokenizer fitted on the 25,000 IMDB train reviews: SST-2, the fine-tuning task, is
+    lowercased and split at punctuation. The experiment marks review boundaries with [SEP] (`lmjax train gpt_imdb`
+    reads the reviews as one text) and holds out every tenth test review.
+    """
+    return RunConfig(
+        name="gpt_imdb",
+        model=GPTConfig(block_size=128, n_layer=4, n_head=4, n_embd=256, dropout=0.0),
+        data=DataConfig(dataset="imdb", tokenizer="wordpiece", vocab_size=8192, seq_len=128, batch_size=32),
+        optim=OptimConfig(lr=1e-3, end_lr=1e-4, warmup_steps=100, weight_decay=0.1, b2=0.99, clip_norm=1.0),
+        train=TrainConfig(steps=600, eval_every=200, eval_batches=20, checkpoint_every=200, log_every=10,
+                          steps_per_call=10, sample_tokens=40, sample_prompt="this movie"),
     )
