@@ -23,9 +23,12 @@ interpolated probability and the backoff of h is gamma(h), so a plain back-off q
 sentence's start), which the same back-off form stores exactly: the conditional at the "top" n-grams (full order, or
 starting with `<s>`), 1/V at the others, and backoff kV / (c(h) + kV) at their contexts.
 
-**Scoring** is one jit-compiled function over a flat batch of sentences: per order, a hash table of (prefix row,
-word) -> row (linear probing, one windowed gather per lookup) finds every n-gram ending at every position; the
-longest match's probability plus the backoffs of the longer contexts gives each token's log10 probability.
+**Scoring** is vectorised NumPy over a flat batch of sentences (a query is a few random reads per token, which
+host arrays do faster than a jit-compiled gather on CPU, with no compilation or copies): per order, a linear-probing
+hash table keyed on (slot of the (n-1)-word prefix, word) holds each n-gram at a slot that is its index for the order
+above; order n looks up only the positions whose (n-1)-gram ending one earlier was found, and the longest match's
+probability plus the backoffs of the longer contexts gives each token's log10 probability. Text reaches it as
+ids found on its UTF-8 bytes, without a Python string per word (`encode`).
 
 CLI: `python -m lmjax.models.ngram {build,score,ppl,next,fill,compare} ...` (see `main`).
 """
@@ -36,15 +39,13 @@ import argparse
 import dataclasses
 import functools
 import itertools
+import re
 import sys
 import warnings
 from pathlib import Path
 from typing import Iterable, Sequence
 
-import jax
-import jax.numpy as jnp
 import numpy as np
-from jax import lax
 
 from lmjax.config import ConfigError
 from lmjax.data.files import DataError
@@ -54,6 +55,34 @@ UNK, BOS, EOS = "<unk>", "<s>", "</s>"
 UNK_ID, BOS_ID, EOS_ID = 0, 1, 2
 FALLBACK_DISCOUNTS = (0.5, 1.0, 1.5)
 BLANK = "___"
+
+
+# ------------------------------------------------------------------------------------------------------- hashing
+
+_FIBONACCI = -0x61C8864680B583EB  # 2^64 / golden ratio (0x9E3779B97F4A7C15) as a signed int64
+
+
+def _home(keys: np.ndarray, bits: int) -> np.ndarray:
+    """Home slot of int64 keys in a table of 2^bits slots: Fibonacci hashing (the top bits of key * 2^64/phi, in
+    wrapping int64 arithmetic)."""
+    return ((keys * _FIBONACCI) >> (64 - bits)) & ((1 << bits) - 1)
+
+
+def _place(keys: np.ndarray) -> tuple[int, np.ndarray, int]:
+    """Linear probing without wrap-around at load in [1/4, 1/2), placed in one pass: with keys sorted by home slot,
+    key i lands at max(home_i, slot_i-1 + 1) = i + cummax(home_j - j), so a running maximum replaces insertion.
+
+    Returns the table's bits, each key's slot and the longest displacement + 1 (slots past 2^bits that may be used;
+    the table keeps them, so probing never runs off its end: the last slot is always empty).
+    """
+    bits = max(4, (2 * len(keys)).bit_length())
+    home = _home(keys, bits)
+    by_home = np.argsort(home, kind="stable")
+    rank = np.arange(len(keys))
+    placed = rank + np.maximum.accumulate(home[by_home] - rank) if len(keys) else rank
+    slot = np.empty(len(keys), np.int64)
+    slot[by_home] = placed
+    return bits, slot, int((placed - home[by_home]).max(initial=0)) + 1
 
 
 # ----------------------------------------------------------------------------------------------------- text to ids
@@ -69,23 +98,118 @@ def read_lines(path: str | Path) -> list[str]:
                         "convert it first, e.g. `iconv -f latin1 -t utf-8`") from None
 
 
+_ASCII_SPACES = b" \t\n\r\x0b\x0c\x1c\x1d\x1e\x1f"  # what str.split() splits on below 128 ...
+_OTHER_SPACES = re.compile("[\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]")  # ... and above
+_IS_SPACE = np.isin(np.arange(256), list(_ASCII_SPACES))
+_FIRST_BYTES = np.array([(1 << 8 * k) - 1 for k in range(8)] + [-1], np.int64)  # keeps the first k of 8 bytes
+_LONG = 16  # tokens of this many UTF-8 bytes or more are looked up in the dictionary, one by one
+
+
+def _byte_keys(buf: bytes, starts: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Exact keys of the byte strings buf[start:start+length] shorter than `_LONG` bytes: their first 8 bytes and
+    their next 7 with the length in the top byte, both as int64. `buf` must have 16 bytes past the last string."""
+    eight = np.ndarray((len(buf) - 7,), np.dtype("<i8"), buffer=buf, strides=(1,))  # 8 bytes from every offset
+    first = eight.take(starts) & _FIRST_BYTES.take(np.minimum(lengths, 8))
+    rest = eight.take(starts + 8) & _FIRST_BYTES.take(np.clip(lengths - 8, 0, 7))
+    return first, rest | (np.minimum(lengths, _LONG) << 56)
+
+
+def _mix(first: np.ndarray, rest: np.ndarray) -> np.ndarray:
+    return first * _FIBONACCI + rest
+
+
+@dataclasses.dataclass(frozen=True)
+class _ByteVocab:
+    """The vocabulary's words shorter than `_LONG` UTF-8 bytes in a linear-probing hash table of word ids, keyed
+    on `_byte_keys`; `first` and `rest` are per word id (one more, never matching, at -1 for empty slots)."""
+    bits: int
+    slots: np.ndarray  # word id or -1
+    first: np.ndarray
+    rest: np.ndarray
+
+    @classmethod
+    def build(cls, words: Sequence[str]) -> "_ByteVocab":
+        utf8 = [w.encode("utf-8", "surrogatepass") for w in words]
+        lengths = np.fromiter(map(len, utf8), np.int64, len(utf8))
+        first, rest = _byte_keys(b"".join(utf8) + bytes(16), np.cumsum(lengths) - lengths, lengths)
+        short = np.flatnonzero(lengths < _LONG)
+        bits, slot, probes = _place(_mix(first[short], rest[short]))
+        slots = np.full((1 << bits) + probes, -1, np.int64)
+        slots[slot] = short
+        return cls(bits, slots, np.append(first, -1), np.append(rest, -1))  # no UTF-8 has 8 bytes 0xff
+
+    def lookup(self, first: np.ndarray, rest: np.ndarray) -> np.ndarray:
+        """Word ids of keys, `<unk>`'s where absent: every key probes its home slot at once, then the few that met
+        another word there probe on together."""
+        slot = _home(_mix(first, rest), self.bits)
+        word = self.slots.take(slot)
+        hit = (self.first.take(word) == first) & (self.rest.take(word) == rest)
+        ids = np.where(hit, word, UNK_ID)
+        todo = np.flatnonzero((word >= 0) & ~hit)
+        slot, first, rest = slot.take(todo), first.take(todo), rest.take(todo)
+        while len(todo):
+            slot += 1
+            word = self.slots.take(slot)
+            hit = (self.first.take(word) == first) & (self.rest.take(word) == rest)
+            ids[todo[hit]] = word[hit]
+            more = np.flatnonzero((word >= 0) & ~hit)
+            todo, slot, first, rest = todo.take(more), slot.take(more), first.take(more), rest.take(more)
+        return ids
+
+
+class _WordIndex(dict):
+    """word -> id, with `<unk>`'s id for any word not in it, and the same map on UTF-8 bytes (`_ByteVocab`, built on
+    first use: do not change the dictionary after encoding with it)."""
+
+    def __missing__(self, word: str) -> int:
+        return UNK_ID
+
+    @functools.cached_property
+    def by_bytes(self) -> _ByteVocab:
+        words = [""] * (max(self.values(), default=-1) + 1)  # "" (length 0) matches no token
+        for w, i in self.items():
+            words[i] = w
+        return _ByteVocab.build(words)
+
+
+def _split_ids(text: str, index: _WordIndex) -> np.ndarray:
+    """The ids of `text.split()`'s words, found without making the words: one pass over the UTF-8 bytes for token
+    boundaries (ASCII whitespace; the caller rules out any other), then `_ByteVocab.lookup` on exact byte keys, and
+    the dictionary for the few tokens of `_LONG` bytes or more."""
+    raw = text.encode("utf-8", "surrogatepass")  # lone surrogates too: the vocabulary is encoded the same way
+    space = np.ones(len(raw) + 2, bool)
+    _IS_SPACE.take(np.frombuffer(raw, np.uint8), out=space[1:-1])
+    edges = np.flatnonzero(space[1:] != space[:-1])  # a token starts at each even edge and ends at the next
+    starts, lengths = edges[0::2], edges[1::2] - edges[0::2]
+    ids = index.by_bytes.lookup(*_byte_keys(raw + bytes(16), starts, lengths))
+    for i in np.flatnonzero(lengths >= _LONG).tolist():
+        ids[i] = index[raw[starts[i]: starts[i] + lengths[i]].decode("utf-8", "surrogatepass")]
+    return ids
+
+
 def encode(lines: Sequence[str], index: dict[str, int]) -> tuple[np.ndarray, np.ndarray]:
     """Whitespace-split sentences -> flat ids `<s> w.. </s> <s> ..` and each token's position in its sentence.
 
-    Unknown words become `<unk>`; a literal `<s>` or `</s>` inside a sentence is an error.
+    Unknown words become `<unk>`; a literal `<s>` or `</s>` inside a sentence is an error. The sentences are joined
+    into one text with ` </s> <s> ` between them (a sentence's words are still what `line.split()` gives), markers
+    included, whose words are looked up on their bytes (`_split_ids`), or, when the text has whitespace beyond
+    ASCII, with one `str.split` and a dictionary lookup per word.
     """
-    words = [line.split() for line in lines]
-    lengths = np.fromiter(map(len, words), np.int64, len(words)) + 2
-    flat = list(itertools.chain.from_iterable(words))
-    ids = np.fromiter(map(index.get, flat, itertools.repeat(UNK_ID)), np.int32, len(flat))
-    if np.any((ids == BOS_ID) | (ids == EOS_ID)):
+    if not isinstance(index, _WordIndex):
+        index = _WordIndex(index)
+    if len(lines) == 0:
+        return np.zeros(0, np.int32), np.zeros(0, np.int32)
+    text = f"{BOS} {f' {EOS} {BOS} '.join(lines)} {EOS}"
+    if text.isascii() or not _OTHER_SPACES.search(text):
+        ids = _split_ids(text, index).astype(np.int32)
+    else:
+        words = text.split()
+        ids = np.fromiter(map(index.__getitem__, words), np.int32, len(words))
+    starts = np.flatnonzero(ids == BOS_ID)
+    if len(starts) != len(lines) or np.count_nonzero(ids == EOS_ID) != len(lines):
         raise DataError(f"the text contains a literal {BOS} or {EOS}: remove them, sentence boundaries are lines")
-    starts = np.cumsum(lengths) - lengths
-    out = np.empty(int(lengths.sum()), np.int32)
-    is_word = np.ones(len(out), bool)
-    is_word[starts] = is_word[starts + lengths - 1] = False
-    out[starts], out[starts + lengths - 1], out[is_word] = BOS_ID, EOS_ID, ids
-    return out, (np.arange(len(out)) - np.repeat(starts, lengths)).astype(np.int32)
+    lengths = np.diff(starts, append=len(ids))
+    return ids, np.arange(len(ids), dtype=np.int32) - np.repeat(starts.astype(np.int32), lengths)
 
 
 # ---------------------------------------------------------------------------------------------------- estimation
@@ -180,58 +304,39 @@ def _add_k(orders: list[_Order], k: float, vocab: int) -> tuple[list[np.ndarray]
 
 # ------------------------------------------------------------------------------------------------------- scoring
 
-def _hash(prefix, word, mask: int):
-    """Slot of (prefix, word) in a power-of-two table: multiplicative hashing in wrapping uint32 (NumPy or jnp)."""
-    xp = jnp if isinstance(prefix, jax.Array) else np
-    h = (prefix.astype(xp.uint32) * xp.uint32(0x9E3779B1)) ^ (word.astype(xp.uint32) * xp.uint32(0x85EBCA77))
-    return ((h ^ (h >> 15)) & xp.uint32(mask)).astype(xp.int32)
+@dataclasses.dataclass(frozen=True)
+class _HashOrder:
+    """One order's n-grams (n >= 2) in a linear-probing hash table whose slot is the n-gram's index everywhere here.
 
-
-def _hash_table(prefix: np.ndarray, word: np.ndarray) -> tuple[np.ndarray, int]:
-    """Linear probing without wrap-around, placed in one pass: with rows sorted by home slot, row i lands at
-    max(home_i, slot_i-1 + 1) = i + cummax(home_j - j), so a running maximum replaces the insertion loop.
-
-    Returns [slots, 3] int32 rows (prefix, word, row; -1 where empty) at load <= 1/4, and the longest probe.
+    key = slot of the (n-1)-word prefix in the order below (word id for bigrams) * V + last word; the n-gram's
+    log10 p and backoff are stored at the same slot, and the order above keys on it.
     """
-    size = 1 << max(4, (4 * len(word)).bit_length())
-    home = _hash(prefix, word, size - 1).astype(np.int64)
-    by_home = np.argsort(home, kind="stable")
-    rank = np.arange(len(word))
-    slot = rank + np.maximum.accumulate(home[by_home] - rank) if len(word) else rank
-    probes = int((slot - home[by_home]).max(initial=0)) + 1
-    table = np.full((size + probes, 3), -1, np.int32)
-    table[slot] = np.stack([prefix[by_home], word[by_home], by_home], axis=1)
-    return table, probes
+    keys: np.ndarray  # int64 [2^bits + probes], -1 where empty
+    bits: int
+    logprob: np.ndarray  # float32, per slot
+    backoff: np.ndarray  # float32, per slot
 
 
-def _lookup(table: jax.Array, ctx: jax.Array, w: jax.Array, probes: int) -> jax.Array:
-    """Row of the n-gram (context row ctx, word w), or -1: one windowed gather reads the `probes` (static) slots."""
-    home = _hash(ctx, w, table.shape[0] - probes - 1)
-    block = jax.vmap(lambda at: lax.dynamic_slice(table, (at, 0), (probes, 3)))(home)  # [N, probes, 3]
-    hit = (block[..., 0] == ctx[:, None]) & (block[..., 1] == w[:, None])
-    return jnp.where(ctx >= 0, jnp.max(jnp.where(hit, block[..., 2], -1), axis=1), -1)
-
-
-@functools.partial(jax.jit, static_argnums=3)
-def _token_logprobs(tables: dict, ids: jax.Array, pos: jax.Array, probes: tuple[int, ...]) -> jax.Array:
-    """log10 p(ids[t] | its context) for every t with pos[t] >= 1 (0 elsewhere): the ARPA back-off query."""
-    order = len(tables["logprob"])
-    prev = lambda x: jnp.concatenate([jnp.full((1,), -1, x.dtype), x[:-1]])  # noqa: E731
-    grams = [ids]  # grams[n-1][t]: row of the n-gram ending at t, or -1
-    for n in range(2, order + 1):
-        row = _lookup(tables["hash"][n - 2], prev(grams[-1]), ids, probes[n - 2])
-        grams.append(jnp.where(pos >= n - 1, row, -1))
-    take = lambda x, i: x.at[jnp.maximum(i, 0)].get(mode="promise_in_bounds")  # noqa: E731  (rows are < len)
-    logp, matched = take(tables["logprob"][0], ids), jnp.ones_like(ids)
-    for n in range(2, order + 1):
-        found = grams[n - 1] >= 0
-        logp = jnp.where(found, take(tables["logprob"][n - 1], grams[n - 1]), logp)
-        matched = jnp.where(found, n, matched)
-    for j in range(1, order):  # contexts at least as long as the match were backed off from
-        ctx = prev(grams[j - 1])
-        use = (ctx >= 0) & (j >= matched)
-        logp = logp + jnp.where(use, take(tables["backoff"][j - 1], ctx), 0.0)
-    return jnp.where(pos >= 1, logp, 0.0)
+def _find(order: _HashOrder, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(indices of the keys present, their slots). All keys probe their home slot at once; only those that met
+    another key there probe on, one slot per round, as a shrinking set."""
+    slot = _home(keys, order.bits)
+    found = order.keys.take(slot)
+    hit = found == keys
+    todo = np.flatnonzero((found >= 0) & ~hit)
+    at, key = slot.take(todo), keys.take(todo)
+    while len(todo):
+        at += 1
+        found = order.keys.take(at)
+        now = found == key
+        if now.any():
+            done = np.flatnonzero(now)
+            hit[todo.take(done)] = True
+            slot[todo.take(done)] = at.take(done)
+        more = np.flatnonzero((found >= 0) & ~now)
+        todo, at, key = todo.take(more), at.take(more), key.take(more)
+    present = np.flatnonzero(hit)
+    return present, slot.take(present)
 
 
 # --------------------------------------------------------------------------------------------------------- model
@@ -252,15 +357,21 @@ class NGramModel:
 
     @functools.cached_property
     def index(self) -> dict[str, int]:
-        return {w: i for i, w in enumerate(self.vocab)}
+        return _WordIndex((w, i) for i, w in enumerate(self.vocab))
 
     @functools.cached_property
-    def _device_tables(self) -> tuple[dict, tuple[int, ...]]:
-        """Tables on device: per order >= 2 a hash table of (prefix row, word) -> row, and its probe count."""
-        hashes, probes = zip(*(_hash_table(p, w) for p, w in zip(self.prefix, self.word))) if self.word else ((), ())
-        padded = lambda xs: [jnp.asarray(np.append(x, np.float32(0))) for x in xs]  # noqa: E731  (row 0 exists)
-        return {"hash": [jnp.asarray(h) for h in hashes], "logprob": padded(self.logprob),
-                "backoff": padded(self.backoff)}, tuple(probes)
+    def _hashed(self) -> tuple[_HashOrder, ...]:
+        """Per order >= 2 the scoring hash table, each keyed on the slots of the one below."""
+        orders, below = [], None  # below: slot of each row of the order below (None: unigrams, slot = word id)
+        for prefix, word, logprob, backoff in zip(self.prefix, self.word, self.logprob[1:], self.backoff[1:]):
+            keys = (prefix if below is None else below[prefix]).astype(np.int64) * len(self.vocab) + word
+            bits, below, probes = _place(keys)
+            table = np.full((1 << bits) + probes, -1, np.int64)
+            table[below] = keys
+            lp, bo = np.zeros(len(table), np.float32), np.zeros(len(table), np.float32)
+            lp[below], bo[below] = logprob, backoff
+            orders.append(_HashOrder(table, bits, lp, bo))
+        return tuple(orders)
 
     # ------------------------------------------------------------------------------------------ estimation, I/O
     @classmethod
@@ -276,8 +387,7 @@ class NGramModel:
         if not words:
             raise DataError("the training corpus has no words: pass a non-empty text file, one sentence per line")
         vocab = (UNK, BOS, EOS) + tuple(w for w in words if w not in (UNK, BOS, EOS))
-        index = {w: i for i, w in enumerate(vocab)}
-        ids, pos = encode(lines, index)
+        ids, pos = encode(lines, _WordIndex((w, i) for i, w in enumerate(vocab)))
         orders = _count(ids, pos, order, len(vocab))
         if smoothing == "kneser_ney":
             logprob, backoff, used = _kneser_ney(orders, 1.0 / (len(vocab) - 1))
@@ -344,13 +454,32 @@ class NGramModel:
         return self.score_ids(ids, pos)[keep], (np.cumsum(pos == 0) - 1)[keep]
 
     def score_ids(self, ids: np.ndarray, pos: np.ndarray) -> np.ndarray:
-        """log10 p of each id given the ids before it in its sentence (`encode`'s output); 0 at each `<s>`."""
-        grain = 1 << max(7, len(ids).bit_length() - 3)  # 8 padded sizes per doubling: few distinct compilations
-        pad = -len(ids) % grain
-        tables, probes = self._device_tables
-        logp = _token_logprobs(tables, jnp.asarray(np.pad(ids, (0, pad))),
-                               jnp.asarray(np.pad(pos, (0, pad), constant_values=-1)), probes)
-        return np.asarray(logp)[: len(ids)]
+        """log10 p of each id given the ids before it in its sentence (`encode`'s output); 0 at each `<s>`.
+
+        The ARPA back-off query, vectorised over all positions: order n looks up the n-gram ending at t only where
+        the (n-1)-gram ending at t-1 was found (keyed on its slot), so each order searches fewer positions; the
+        longest match's log10 p plus the backoffs of the longer contexts found gives each token's log10 p.
+        """
+        ids, pos = np.asarray(ids), np.asarray(pos)
+        pos_next = np.append(pos[1:], -1)  # the next token's position in its sentence (-1 past the end)
+        logp = np.zeros(len(ids), np.float32)
+        at = np.flatnonzero(pos >= 1)  # positions with a context
+        ctx = ids.take(at - 1).astype(np.int64)  # slot of the context: for order 2 the previous word's id
+        logp[at] = self.logprob[0].take(ids.take(at))
+        matched = np.ones(len(ids), np.int8)
+        contexts = [(at, ctx, self.backoff[0])][: self.order - 1]  # per context length j: where, slot, backoffs
+        for n, order in enumerate(self._hashed, 2):
+            present, slot = _find(order, ctx * len(self.vocab) + ids.take(at))
+            at = at.take(present)
+            logp[at], matched[at] = order.logprob.take(slot), n
+            if n < self.order:  # the n-grams found are the contexts of the order above, one position on
+                on = np.flatnonzero(pos_next.take(at) >= n)
+                at, ctx = at.take(on) + 1, slot.take(on)
+                contexts.append((at, ctx, order.backoff))
+        for j, (at, ctx, backoff) in enumerate(contexts, 1):  # contexts at least as long as the match backed off
+            use = np.flatnonzero(matched.take(at) <= j)
+            logp[at.take(use)] += backoff.take(ctx.take(use))
+        return logp
 
     def sentence_logprob(self, lines: Sequence[str] | str) -> np.ndarray | float:
         """log10 P(sentence) including `</s>`; a list of sentences gives an array."""

@@ -1,13 +1,15 @@
 """n-gram LM: probabilities hand-computed on a tiny corpus, queries, CLI and bad input."""
 
 import math
+import random
 
 import numpy as np
 import pytest
 
 from lmjax.config import ConfigError
 from lmjax.data.files import DataError
-from lmjax.models.ngram import NGramModel, discounts, main
+from lmjax.models import ngram
+from lmjax.models.ngram import NGramModel, discounts, encode, main
 
 CORPUS = ["a b", "b"]  # padded: <s> a b </s> / <s> b </s>; vocabulary without <s>: <unk> </s> a b
 
@@ -85,3 +87,74 @@ def test_cli_builds_and_queries(tmp_path, capsys):
     assert main(["ppl", arpa, str(tmp_path / "bad.txt")]) == 2
     assert "not UTF-8" in capsys.readouterr().err
     assert main(["build", str(train), arpa, "--order", "0"]) == 2
+
+
+def _split_reference(lines, index):
+    """encode's definition: <s> + line.split() with <unk> for unknown words + </s>, positions within sentences."""
+    sentences = [[1] + [index.get(w, 0) for w in line.split()] + [2] for line in lines]
+    return np.concatenate(sentences), np.concatenate([np.arange(len(s)) for s in sentences])
+
+
+def test_encode_on_bytes_equals_split_and_maps_unknown_words_to_unk(monkeypatch):
+    vocab = ["<unk>", "<s>", "</s>", "a", "ab", "abcdefgh", "abcdefghi", "abcdefghijklmno", "abcdefghijklmnop",
+             "x" * 40, "café", "中文", "\x00", "\ud800", "😀"]
+    index = {w: i for i, w in enumerate(vocab)}
+    lines = ["a ab abc zebra", "abcdefgh abcdefghi abcdefghij abcdefg",  # 8-byte boundary
+             "abcdefghijklmno abcdefghijklmnop abcdefghijklmnopq",  # 16 bytes and more: the dictionary
+             "x" * 40 + " " + "x" * 41 + " " + "x" * 39, "café cafe 中文 中 😀😀",
+             "\x00 \x00\x00 \ud800 \ud800a",
+             "", "  ", "a\tab\x1cabcdefgh\x0b\x0c\r\x1f a ", "<unk> UNK"]
+    calls, split_ids = [], ngram._split_ids
+    monkeypatch.setattr(ngram, "_split_ids", lambda *a: calls.append(1) or split_ids(*a))
+    ids, pos = encode(lines, index)
+    assert calls and ids.dtype == pos.dtype == np.int32  # ASCII whitespace only: the byte path
+    expected = _split_reference(lines, index)
+    np.testing.assert_array_equal(ids, expected[0])
+    np.testing.assert_array_equal(pos, expected[1])
+    assert ids[:6].tolist() == [1, 3, 4, 0, 0, 2]  # <s> a ab, then abc and zebra as <unk>, </s>
+    calls.clear()
+    unicode_spaces = lines + ["a\u3000ab\xa0abcdefgh\u2028zebra"]  # whitespace beyond ASCII: str.split
+    ids, pos = encode(unicode_spaces, index)
+    assert not calls
+    expected = _split_reference(unicode_spaces, index)
+    np.testing.assert_array_equal(ids, expected[0])
+    np.testing.assert_array_equal(pos, expected[1])
+    assert [len(x) for x in encode([], index)] == [0, 0]
+    with pytest.raises(DataError, match="literal"):
+        encode(["a <s> b"], index)
+
+
+def test_encode_whitespace_is_str_split_whitespace():
+    spaces = {c for c in map(chr, range(0x110000)) if c.isspace()}
+    assert {chr(b) for b in ngram._ASCII_SPACES} == {c for c in spaces if c.isascii()}
+    assert {c for c in map(chr, range(128, 0x110000)) if ngram._OTHER_SPACES.match(c)} == {
+        c for c in spaces if not c.isascii()}
+    assert all(f"a{c}b".split() == ["a", "b"] for c in spaces)
+
+
+def _backoff_reference(model, sentence):
+    """The ARPA back-off query, one token at a time over dictionaries of the model's n-grams."""
+    table = {tuple(g): (lp, bo) for n in range(1, model.order + 1)
+             for g, lp, bo in zip(model.ngrams(n).tolist(), model.logprob[n - 1], model.backoff[n - 1])}
+    ids = [1] + [model.index.get(w, 0) for w in sentence.split()] + [2]
+    total = 0.0
+    for t in range(1, len(ids)):
+        history = ids[max(0, t - model.order + 1): t]
+        for k in range(len(history) + 1):  # longest n-gram first; back off through the contexts not matched
+            if tuple(history[k:]) + (ids[t],) in table:
+                total += table[tuple(history[k:]) + (ids[t],)][0]
+                break
+            total += table.get(tuple(history[k:]), (0.0, 0.0))[1] if k < len(history) else 0.0
+    return total
+
+
+@pytest.mark.filterwarnings("ignore:Kneser-Ney discounts")
+@pytest.mark.parametrize("order", [1, 2, 3, 5])
+def test_hashed_scoring_matches_a_plain_backoff_query(order):
+    rng = random.Random(order)
+    words = [f"w{i}" for i in range(40)]
+    train = [" ".join(rng.choices(words[:30], k=rng.randint(1, 12))) for _ in range(300)]  # thousands of n-grams
+    test = [" ".join(rng.choices(words, k=rng.randint(0, 12))) for _ in range(50)] + train[:20]
+    for m in (NGramModel.fit(train, order), NGramModel.fit(train, order, "add_k", k=0.1)):
+        expected = [_backoff_reference(m, s) for s in test]
+        np.testing.assert_allclose(m.sentence_logprob(test), expected, rtol=0, atol=1e-4)
