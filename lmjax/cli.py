@@ -149,7 +149,7 @@ def cmd_eval(args) -> int:
     if args.split == "test":
         from lmjax.data import eval_windows, lm_corpus
 
-        corpus = lm_corpus(cfg.data)
+        corpus = lm_corpus(cfg.data, engine.data.tokenizer)
         if corpus.test is None:
             raise SystemExit(f"error: dataset {cfg.data.dataset!r} has no test split")
         batches = eval_windows(corpus.test, cfg.data.batch_size, cfg.data.seq_len)

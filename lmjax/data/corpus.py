@@ -21,8 +21,9 @@ class LMCorpus:
     test: np.ndarray | None
 
 
-def lm_corpus(data_cfg: DataConfig) -> LMCorpus:
-    """`data_cfg.dataset`'s splits (see `lmjax.data.load_text`), tokenized by `data_cfg.tokenizer` fitted on train.
+def lm_corpus(data_cfg: DataConfig, tokenizer: Tokenizer | None = None) -> LMCorpus:
+    """`data_cfg.dataset`'s splits (see `lmjax.data.load_text`), tokenized by `data_cfg.tokenizer` fitted on train,
+    or by `tokenizer` when given (a resumed run's saved one: refitting need not give the same ids).
 
     The default, tiny_shakespeare, works offline with no data directory (lmjax embeds it). The first use prepares
     the dataset under `$LMJAX_TFDS_DIR`; later ones read it from there.
@@ -33,6 +34,6 @@ def lm_corpus(data_cfg: DataConfig) -> LMCorpus:
     splits = prepare(data_cfg.dataset, data_dir=data_dir).info.splits
     texts = {split: load_text(data_cfg.dataset, split, data_dir=data_dir) if split in splits else None
              for split in ("train", "validation", "test")}
-    tokenizer = build_tokenizer(data_cfg, texts["train"])
+    tokenizer = tokenizer or build_tokenizer(data_cfg, texts["train"])
     streams = {split: None if text is None else tokenizer.encode(text) for split, text in texts.items()}
     return LMCorpus(tokenizer, streams["train"], streams["validation"], streams["test"])

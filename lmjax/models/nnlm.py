@@ -132,8 +132,9 @@ def eval_contexts(stream: np.ndarray, context: int, batch_size: int, pad_id: int
 def make_data(run_cfg: RunConfig) -> Data:
     """PTB-style word streams as (context, target) batches; eval covers the whole validation split."""
     from lmjax.data import lm_corpus
+    from lmjax.train.engine import saved_tokenizer
 
-    corpus = lm_corpus(run_cfg.data)
+    corpus = lm_corpus(run_cfg.data, saved_tokenizer(run_cfg))
     cfg, d = run_cfg.model, run_cfg.data
     pad_id = corpus.tokenizer.eos_id if corpus.tokenizer.eos_id is not None else 0
     held_out = corpus.valid if corpus.valid is not None else corpus.test

@@ -41,11 +41,28 @@ def family_module(cfg: RunConfig):
     return importlib.import_module(type(cfg.model).__module__)
 
 
+def saved_tokenizer(cfg: RunConfig):
+    """The tokenizer a run saved in its workdir when it will resume from a checkpoint there (and for `lmjax eval`),
+    else None. Fitting again is not guaranteed to give the ids the checkpoint was trained on: HF's WordPiece trainer
+    assigns tied pieces in varying order."""
+    from lmjax.data import load_tokenizer
+    from lmjax.data.tokenizers import TOKENIZER_FILE
+    from lmjax.train.loop import workdir_for
+
+    workdir = workdir_for(cfg)
+    checkpoints = workdir / "checkpoints"
+    if (cfg.train.resume and (workdir / "tokenizer" / TOKENIZER_FILE).is_file() and checkpoints.is_dir()
+            and any(p.name.isdigit() for p in checkpoints.iterdir())):
+        return load_tokenizer(workdir / "tokenizer")
+    return None
+
+
 def lm_data(cfg: RunConfig) -> Data:
-    """Default data for language models: random windows for training, every window of the validation split for eval."""
+    """Default data for language models: random windows for training, every window of the validation split for eval.
+    A resumed run reuses its saved tokenizer."""
     from lmjax.data import RandomWindows, eval_windows, lm_corpus
 
-    corpus = lm_corpus(cfg.data)
+    corpus = lm_corpus(cfg.data, saved_tokenizer(cfg))
     d = cfg.data
     held_out = corpus.valid if corpus.valid is not None else corpus.test
 

@@ -112,3 +112,20 @@ def test_mesh_that_does_not_cover_devices():
     cfg = dataclasses.replace(toy_config(), mesh=MeshConfig(data=3))
     with pytest.raises(ConfigError, match="product is 1"):
         Engine(cfg)
+
+
+def test_resumed_run_reuses_its_saved_tokenizer(tmp_path):
+    """A run with a checkpoint encodes with the tokenizer it saved, not a refitted one (WordPiece refits can renumber)."""
+    from lmjax.config import get_preset
+    from lmjax.data.tokenizers import CharTokenizer
+    from lmjax.train.engine import lm_data
+
+    cfg = get_preset("gpt_smoke", [f"train.workdir={tmp_path}"])
+    fitted = lm_data(cfg).tokenizer
+    saved = CharTokenizer.fit("only these letters: abc", unk="?")
+    saved.save(tmp_path / "tokenizer")
+    assert lm_data(cfg).tokenizer.vocab_size == fitted.vocab_size  # no checkpoint yet: fit afresh
+    (tmp_path / "checkpoints" / "20").mkdir(parents=True)
+    assert lm_data(cfg).tokenizer.vocab_size == saved.vocab_size != fitted.vocab_size
+    no_resume = get_preset("gpt_smoke", [f"train.workdir={tmp_path}", "train.resume=false"])
+    assert lm_data(no_resume).tokenizer.vocab_size == fitted.vocab_size
