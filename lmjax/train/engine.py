@@ -32,7 +32,7 @@ from lmjax.parallel import (
     make_mesh,
     param_shardings,
 )
-from lmjax.train.optim import make_optimizer
+from lmjax.train.optim import freeze_labels, make_optimizer
 from lmjax.train.step import TrainState, make_eval_step, make_grad_fn, make_multi_step, make_train_step
 from lmjax.train.task import Data, Task
 
@@ -137,7 +137,11 @@ class Engine:
                               rng=jax.random.fold_in(key, 1))
 
         self._init = jax.jit(init_state, out_shardings=self.state_shardings)
-        multi = make_multi_step(make_train_step(task, self.tx, self.schedule))
+        frozen = None
+        if cfg.optim.freeze:
+            labels = freeze_labels(abstract_params, cfg.optim.freeze)
+            frozen = jax.tree_util.tree_map(lambda label: label == "frozen", labels)
+        multi = make_multi_step(make_train_step(task, self.tx, self.schedule, frozen))
         self._train = jax.jit(multi, in_shardings=(self.state_shardings, self.batch_shardings),
                               out_shardings=(self.state_shardings, self.replicated), donate_argnums=0)
         self._eval = jax.jit(make_eval_step(task), in_shardings=(self.param_shardings, self.eval_batch_sharding),

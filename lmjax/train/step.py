@@ -32,10 +32,16 @@ def step_key(state: TrainState) -> jax.Array:
     return jax.random.fold_in(state.rng, state.step)
 
 
-def make_train_step(task: Task, tx: optax.GradientTransformation, schedule: optax.Schedule):
-    """`train_step(state, batches) -> (state, metrics)` for batches whose leaves are [A, B, ...] (A micro-batches)."""
+def make_train_step(task: Task, tx: optax.GradientTransformation, schedule: optax.Schedule, frozen=None):
+    """`train_step(state, batches) -> (state, metrics)` for batches whose leaves are [A, B, ...] (A micro-batches).
+
+    `frozen`: a pytree of bools like params (or None); frozen leaves enter the loss through `stop_gradient`, so
+    their gradients are zeros XLA never computes (a frozen trunk under a trained head costs no backward pass), and
+    the logged grad_norm covers the trained parameters only. The optimizer must also leave them alone."""
 
     def micro(params, batch, rng):
+        if frozen is not None:
+            params = jax.tree_util.tree_map(lambda p, f: jax.lax.stop_gradient(p) if f else p, params, frozen)
         loss_sum, count, aux = task.loss_fn(params, batch, rng, True)
         return loss_sum, (count, aux)
 

@@ -77,6 +77,27 @@ def test_freeze_by_path_pattern():
     assert not np.array_equal(init["up"]["kernel"], after["up"]["kernel"])
 
 
+def test_frozen_parameters_get_no_gradient_and_leave_the_loss_alone():
+    """Frozen leaves enter through stop_gradient: same loss, and grad_norm covers the trained leaves only."""
+    cfg = toy_config()
+    cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, dropout=0.0))
+    frozen_cfg = dataclasses.replace(cfg, optim=dataclasses.replace(cfg.optim, freeze=("^head/", "embed")))
+    out = {}
+    for name, c in (("free", cfg), ("frozen", frozen_cfg)):
+        engine = Engine(c)
+        batches = engine.stack_batches(engine.data.train(0, 1), 1)
+        state = engine.init_state()
+        _, m = engine.train_steps(state, batches)
+        out[name] = float(m["loss"][0]), float(m["grad_norm"][0])
+    params = engine.init_state().params  # the train step donated `state`
+    _, grads = engine.loss_and_grads(params, jax.tree_util.tree_map(lambda x: x[0, 0], batches))
+    trained = [g for path, g in jax.tree_util.tree_leaves_with_path(jax.device_get(grads))
+               if "head" not in jax.tree_util.keystr(path) and "embed" not in jax.tree_util.keystr(path)]
+    assert out["free"][0] == pytest.approx(out["frozen"][0], rel=1e-6)
+    assert out["frozen"][1] == pytest.approx(float(np.sqrt(sum(np.sum(np.square(g)) for g in trained))), rel=1e-4)
+    assert out["frozen"][1] < out["free"][1]
+
+
 def test_freeze_everything_is_an_error():
     cfg = toy_config()
     cfg = dataclasses.replace(cfg, optim=dataclasses.replace(cfg.optim, freeze=(".*",)))
