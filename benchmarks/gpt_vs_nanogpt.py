@@ -4,7 +4,7 @@
 
 The nanoGPT checkout needs data/shakespeare_char/{train,val}.bin (its prepare.py run on Tiny Shakespeare's
 input.txt). Both train nanoGPT's README CPU configuration (4 layers, 4 heads, 128 wide, context 64, batch 12, 2000
-iterations, lr 1e-3 -> 1e-4, dropout 0), torch with 2 threads (passive OpenMP waiting), lmjax through
+iterations, lr 1e-3 -> 1e-4, dropout 0), torch with 2 threads (`--omp-passive` on a loaded machine), lmjax through
 `.venv/bin/lmjax` (YNN fusion + tcmalloc, 10 steps per compiled call). Reports per system the median ms/iteration
 (nanoGPT: its per-iteration `time` lines after iteration 0; lmjax: the per-call timings in metrics.jsonl after the
 first, compiling call; evaluation excluded from both), tokens/s, the final val loss as each reports it (nanoGPT: mean
@@ -36,14 +36,17 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 CONFIG = dict(block_size=64, batch_size=12, n_layer=4, n_head=4, n_embd=128)
 
 
-def run_nanogpt(repo: pathlib.Path, iters: int, out_dir: pathlib.Path) -> dict:
+def run_nanogpt(repo: pathlib.Path, iters: int, out_dir: pathlib.Path, passive: bool = False) -> dict:
     """nanoGPT's README CPU command, plus a checkpoint at every eval (so the final model can be scored exactly)."""
     args = ["config/train_shakespeare_char.py", "--device=cpu", "--compile=False", "--eval_iters=20",
             "--log_interval=1", *(f"--{k}={v}" for k, v in CONFIG.items()), f"--max_iters={iters}",
             f"--lr_decay_iters={iters}", "--dropout=0.0", f"--out_dir={out_dir}", "--always_save_checkpoint=True"]
-    # PASSIVE: on a shared, oversubscribed host torch's two OpenMP threads otherwise spin at every barrier while the
-    # other is descheduled (measured here at load 11: over 1 s/iteration instead of about 85 ms).
-    env = {**os.environ, "OMP_NUM_THREADS": "2", "MKL_NUM_THREADS": "2", "OMP_WAIT_POLICY": "PASSIVE"}
+    # OpenMP's default (active) waiting is torch's fast setting on a quiet machine (41 ms/iteration here against 72
+    # with PASSIVE); on a shared, oversubscribed host its two threads spin at every barrier while the other is
+    # descheduled (over 1 s/iteration at load 11), and --omp-passive is the fairer choice there.
+    env = {**os.environ, "OMP_NUM_THREADS": "2", "MKL_NUM_THREADS": "2"}
+    if passive:
+        env["OMP_WAIT_POLICY"] = "PASSIVE"
     t0 = time.perf_counter()
     proc = subprocess.run([sys.executable, "train.py", *args], cwd=repo, env=env, capture_output=True, text=True)
     wall = time.perf_counter() - t0
@@ -54,7 +57,8 @@ def run_nanogpt(repo: pathlib.Path, iters: int, out_dir: pathlib.Path) -> dict:
     # iteration 0 includes start-up; those right after an eval include the eval: the median ignores both.
     ms = statistics.median(t for i, t in iter_ms.items() if i > 0)
     return {"ms_per_iter": ms, "val_loss": float(evals[-1][2]), "wall_s": wall,
-            "command": f"cd {repo} && OMP_NUM_THREADS=2 OMP_WAIT_POLICY=PASSIVE python train.py {' '.join(args)}"}
+            "command": f"cd {repo} && OMP_NUM_THREADS=2 {'OMP_WAIT_POLICY=PASSIVE ' * passive}python train.py "
+                       f"{' '.join(args)}"}
 
 
 def run_lmjax(iters: int, workdir: pathlib.Path, seed: int = 0) -> dict:
@@ -136,6 +140,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--nanogpt", type=pathlib.Path, default=pathlib.Path("/work/nanogpt"))
     p.add_argument("--iters", type=int, default=2000)
+    p.add_argument("--omp-passive", action="store_true",
+                   help="run torch with OMP_WAIT_POLICY=PASSIVE (for a loaded machine; slower on a quiet one)")
     p.add_argument("--lmjax-seeds", type=int, default=1,
                    help="train lmjax with seeds 0..N-1 (nanoGPT's train.py hard-codes its seed, 1337: one run); the "
                         "headline figures are seed 0's, the JSON adds every seed's val losses and their mean")
@@ -157,7 +163,7 @@ def main() -> None:
     from lmjax.train.peak import measure_matmul_peak
 
     peak_gflops = measure_matmul_peak("float32")
-    nano = run_nanogpt(args.nanogpt, args.iters, args.scratch / "nanogpt")
+    nano = run_nanogpt(args.nanogpt, args.iters, args.scratch / "nanogpt", passive=args.omp_passive)
     lmj = run_lmjax(args.iters, args.scratch / "lmjax")
     more = [run_lmjax(args.iters, args.scratch / f"lmjax_seed{i}", seed=i) for i in range(1, args.lmjax_seeds)]
     load_after = os.getloadavg()[0]
