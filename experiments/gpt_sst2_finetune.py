@@ -293,19 +293,6 @@ def _cpu_name() -> str:
         return platform.machine()
 
 
-def _cpu_fast_path() -> None:
-    """What `lmjax train` does on CPU: XLA's YNN fusions (before JAX starts its backend) and, when installed,
-    tcmalloc, which needs a re-exec with LD_PRELOAD (LMJAX_TCMALLOC=0 / LMJAX_CPU_FAST=0 turn them off)."""
-    from lmjax.train.peak import cpu_fast_path
-
-    if os.environ.get("LMJAX_CPU_FAST", "1") == "0":
-        return
-    changes = cpu_fast_path(tcmalloc=os.environ.get("LMJAX_TCMALLOC", "1") != "0")
-    os.environ.update(changes)
-    if "LD_PRELOAD" in changes:
-        os.execve(sys.executable, [sys.executable, *sys.argv], os.environ)
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--pretrain-steps", type=int, default=None, help="default: the gpt_imdb preset's train.steps")
@@ -326,7 +313,10 @@ def main() -> None:
         p.error(f"--lr takes SETTING=LR, e.g. frozen=3e-3; got {args.lr}")
     if unknown := set(lrs) - set(settings()):
         p.error(f"--lr: unknown setting {sorted(unknown)}; choose from {', '.join(settings())}")
-    _cpu_fast_path()
+    from lmjax.train.peak import reexec_with_tcmalloc, use_ynn_fusion
+
+    use_ynn_fusion()  # what `lmjax train` does on CPU, before JAX starts its backend
+    reexec_with_tcmalloc([sys.executable, *sys.argv])
     import jax
 
     if args.finetune_steps is None:

@@ -43,38 +43,10 @@ def _config(args):
 
     cfg = get_preset(args.preset, args.set or [])
     if args.as_program and args.command in ("train", "eval", "generate") and cfg.train.dtype == "float32":
-        _cpu_fast_path()
+        from lmjax.train.peak import use_ynn_fusion
+
+        use_ynn_fusion()
     return cfg
-
-
-def _cpu_fast_path() -> None:
-    """Turn on XLA's YNNPACK dot/reduce fusions for fp32 runs (no effect off CPU).
-
-    It removes slow transposes from the weight-gradient matmuls (about 20% less CPU per GPT step here, same losses)
-    but slows bf16 matmuls, hence fp32 only. XLA reads the flag when JAX starts its backend, which has not happened
-    yet at this point. LMJAX_CPU_FAST=0 turns it off.
-    """
-    if os.environ.get("LMJAX_CPU_FAST", "1") == "0":
-        return
-    from lmjax.train.peak import cpu_fast_path
-
-    os.environ.update(cpu_fast_path(tcmalloc=False))
-
-
-def _reexec_with_tcmalloc(argv: list[str]) -> None:
-    """Restart this command with tcmalloc preloaded when it is installed and not yet loaded.
-
-    glibc's malloc page-faults fresh memory on every jit call; tcmalloc reuses it (about 30% less CPU per small GPT
-    step here). Only a process started with LD_PRELOAD gets it, hence the re-exec. LMJAX_TCMALLOC=0 turns it off.
-    """
-    if os.environ.get("LMJAX_TCMALLOC", "1") == "0" or "tcmalloc" in os.environ.get("LD_PRELOAD", ""):
-        return
-    from lmjax.train.peak import find_tcmalloc
-
-    lib = find_tcmalloc()
-    if lib:
-        env = {**os.environ, "LD_PRELOAD": f"{lib} {os.environ.get('LD_PRELOAD', '')}".strip()}
-        os.execve(sys.executable, [sys.executable, "-m", "lmjax", *argv], env)
 
 
 def cmd_presets(args) -> int:
@@ -220,7 +192,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.as_program = argv is None  # process-wide environment changes only when run as the `lmjax` program
     if args.as_program and args.command in ("train", "eval", "generate"):
-        _reexec_with_tcmalloc(sys.argv[1:])
+        from lmjax.train.peak import reexec_with_tcmalloc
+
+        reexec_with_tcmalloc([sys.executable, "-m", "lmjax", *sys.argv[1:]])
     try:
         return args.fn(args)
     except _user_errors() as e:

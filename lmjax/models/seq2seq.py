@@ -160,12 +160,12 @@ class Seq2Seq(nn.Module):
         enc = self.encode(src, src_mask, train=train)
         ys = self.embed_target(tgt_in, train=train)  # [B, T, E]
         e = ys.shape[-1]
-        w_ih = self.dec["w_ih"]
-        gy = ys @ w_ih[:, :e].T + self.dec["b_ih"]  # [B, T, 3H]
+        w_y, w_c = self.dec["w_ih"][:, :e], self.dec["w_ih"][:, e:]  # the GRU input is [y; c]
+        gy = ys @ w_y.T + self.dec["b_ih"]  # [B, T, 3H]
 
         def step(s, gy_t):
             c, _ = self._context(s, enc)
-            s, _ = recurrent.gru_cell.step(self.dec, s, gy_t + c @ w_ih[:, e:].T)
+            s, _ = recurrent.gru_cell.step(self.dec, s, gy_t + c @ w_c.T)
             return s, (s, c)
 
         _, (states, contexts) = jax.lax.scan(step, enc["s"], jnp.swapaxes(gy, 0, 1))

@@ -261,3 +261,28 @@ def cpu_fast_path(environ: dict[str, str] | None = None, *, ynn: bool = True, tc
     if lib and "tcmalloc" not in preload:
         changes["LD_PRELOAD"] = f"{lib} {preload}".strip()  # ld.so accepts space- or colon-separated lists
     return changes
+
+
+def use_ynn_fusion() -> None:
+    """Turn on XLA's YNNPACK dot/reduce fusions for fp32 runs (no effect off CPU); `lmjax train` and the experiments
+    call it before JAX starts its backend, when XLA reads the flag.
+
+    It removes slow transposes from the weight-gradient matmuls (about 20% less CPU per GPT step here, same losses)
+    but slows bf16 matmuls, hence fp32 only. LMJAX_CPU_FAST=0 turns it off.
+    """
+    if os.environ.get("LMJAX_CPU_FAST", "1") != "0":
+        os.environ.update(cpu_fast_path(tcmalloc=False))
+
+
+def reexec_with_tcmalloc(exec_argv: list[str]) -> None:
+    """Restart the process as `exec_argv` with tcmalloc preloaded when it is installed and not yet loaded.
+
+    glibc's malloc page-faults fresh memory on every jit call; tcmalloc reuses it (about 30% less CPU per small GPT
+    step here). Only a process started with LD_PRELOAD gets it, hence the re-exec. LMJAX_TCMALLOC=0 turns it off.
+    """
+    if os.environ.get("LMJAX_TCMALLOC", "1") == "0" or "tcmalloc" in os.environ.get("LD_PRELOAD", ""):
+        return
+    lib = find_tcmalloc()
+    if lib:
+        env = {**os.environ, "LD_PRELOAD": f"{lib} {os.environ.get('LD_PRELOAD', '')}".strip()}
+        os.execve(exec_argv[0], exec_argv, env)
