@@ -23,7 +23,8 @@ Device side: a step takes B positions (a center and its window), shuffled across
 `shared_negatives = N > 0` the step shares one draw of N negatives, so the negative scores are one (B, d) x (d, N)
 matrix product, each weighted by negative x (targets of the position) / N: the expected gradient of `negative`
 private draws per target. With N = 0 each target draws its own `negative` words (the reference algorithm, gathers
-and scatters only). A step's updates are applied together, one scatter-add per table, several steps per compiled
+and scatters only). With N = -1 each position draws `negative` words that all its targets share, each weighted by the
+number of the position's targets: per target the reference algorithm's count, at 1 / (targets) of its gathers. A step's updates are applied together, one scatter-add per table, several steps per compiled
 call (`lax.scan`). Summed updates of a frequent word grow with B: large batches diverge at word2vec's learning rate.
 """
 
@@ -64,7 +65,8 @@ class Word2VecConfig:
     alpha: float = 0.025
     min_alpha: float = 1e-4
     batch_size: int = 256          # positions (a center and its window) per SGD step
-    shared_negatives: int = 32     # N negatives shared by a step's positions; 0: `negative` per target
+    shared_negatives: int = 32     # N > 0 negatives shared by a step's positions; 0: `negative` per target;
+    #                                -1: `negative` per position, shared by its targets
     steps_per_call: int = 64       # SGD steps per compiled call
     chunk_words: int = 1_000_000   # corpus words turned into shuffled examples at a time
     seed: int = 0
@@ -73,9 +75,9 @@ class Word2VecConfig:
         for name in ("dim", "window", "min_count", "epochs", "batch_size", "steps_per_call", "chunk_words"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"word2vec {name} must be >= 1, got {getattr(self, name)}: set a positive value")
-        if self.negative < 0 or self.shared_negatives < 0 or self.sample < 0 or not 0 < self.alpha:
-            raise ConfigError("word2vec negative, shared_negatives and sample must be >= 0 and alpha > 0: fix the "
-                              "value")
+        if self.negative < 0 or self.shared_negatives < -1 or self.sample < 0 or not 0 < self.alpha:
+            raise ConfigError("word2vec negative and sample must be >= 0, shared_negatives >= -1 and alpha > 0: fix "
+                              "the value")
         if not (self.hs or self.negative):
             raise ConfigError("word2vec needs an output layer: negative=0 with hs=False trains nothing; set "
                               "negative >= 1 (negative sampling) or hs=True (hierarchical softmax)")
@@ -225,21 +227,28 @@ def epoch_chunks(ids: np.ndarray, sids: np.ndarray, keep: np.ndarray, cfg: Word2
 # -------------------------------------------------------------------------------------------------- SGD (device)
 
 
-def _negative_sampling(C, h, targets, mask, lr, key, cdf, cfg: Word2VecConfig):
+def _negative_sampling(C, h, targets, mask, lr, negs, cfg: Word2VecConfig):
     """Negative sampling's ascent step for inputs h (B, d) and targets (B, T) with mask m: (new C, dh, summed loss).
 
     With g_t = lr m_t (1 - sigma(h . C[t])) for the targets and g_k = -lr w_k sigma(h . C[n_k]) for the negatives,
     dh = sum_t g_t C[t] + sum_k g_k C[n_k], dC[t] = g_t h, dC[n_k] = g_k h. Shared negatives: N draws for the whole
     step, w_k = negative x (number of targets) / N, less the draws equal to a target; otherwise `negative` draws per
-    target, w_k = 1 unless equal to it.
+    target, w_k = 1 unless equal to it; per position (-1), `negative` draws per position, w_k = its targets other than
+    n_k. `negs` are the draws: (N,) shared, (B, T, K) per target, (B, K) per position.
     """
     out = C[targets]                                                  # (B, T, d)
     pos = jnp.einsum("bd,btd->bt", h, out)
     g = lr * mask * jax.nn.sigmoid(-pos)
     loss = -jnp.sum(mask * jax.nn.log_sigmoid(pos))
     dh = jnp.einsum("bt,btd->bd", g, out)
-    if cfg.shared_negatives:
-        negs = jnp.searchsorted(cdf, jax.random.uniform(key, (cfg.shared_negatives,)), side="right")
+    if cfg.shared_negatives < 0:
+        neg_vecs = C[negs]                                            # (B, K, d)
+        scores = jnp.einsum("bd,bkd->bk", h, neg_vecs)
+        w = jnp.einsum("bt,btk->bk", mask, (targets[..., None] != negs[:, None]).astype(h.dtype))
+        gn = -lr * w * jax.nn.sigmoid(scores)
+        dh += jnp.einsum("bk,bkd->bd", gn, neg_vecs)
+        d_neg = (gn[..., None] * h[:, None]).reshape(-1, h.shape[1])
+    elif cfg.shared_negatives:
         neg_vecs = C[negs]                                            # (N, d)
         scores = h @ neg_vecs.T                                       # (B, N): the one matmul
         hits = jnp.einsum("bt,btn->bn", mask, (targets[..., None] != negs).astype(h.dtype))
@@ -248,7 +257,6 @@ def _negative_sampling(C, h, targets, mask, lr, key, cdf, cfg: Word2VecConfig):
         dh += gn @ neg_vecs
         d_neg = gn.T @ h
     else:
-        negs = jnp.searchsorted(cdf, jax.random.uniform(key, (*targets.shape, cfg.negative)), side="right")
         neg_vecs = C[negs]                                            # (B, T, K, d)
         scores = jnp.einsum("bd,btkd->btk", h, neg_vecs)
         w = mask[..., None] * (negs != targets[..., None])
@@ -288,8 +296,8 @@ def _sgd_step(tables, batch, aux, cfg: Word2VecConfig):
     share one path: T times fewer S rows to gather and update). With both on (CBOW: the same h), the dh add up as in
     word2vec.c; dh goes to the input rows of W (CBOW: to each context row whole, as in word2vec.c).
     """
-    W, (cdf, tree) = tables["W"], aux
-    centers, contexts, weights, lr, key = batch
+    W, tree = tables["W"], aux
+    centers, contexts, weights, lr, negs = batch
     if cfg.sg:
         h, targets, mask = W[centers], contexts, weights
     else:  # weights are 1 / n_contexts on valid columns: h is the mean of the context vectors
@@ -297,7 +305,7 @@ def _sgd_step(tables, batch, aux, cfg: Word2VecConfig):
         targets, mask = centers[:, None], (weights.sum(1, keepdims=True) > 0).astype(W.dtype)
     tables, dh, loss = dict(tables), 0.0, 0.0
     if cfg.negative:
-        tables["C"], dh, loss = _negative_sampling(tables["C"], h, targets, mask, lr, key, cdf, cfg)
+        tables["C"], dh, loss = _negative_sampling(tables["C"], h, targets, mask, lr, negs, cfg)
     if cfg.hs:
         inputs = (W[contexts], weights) if cfg.sg else (h[:, None], mask)
         tables["S"], dh_hs, loss_hs = _hierarchical_softmax(tables["S"], *inputs, centers, lr, tree)
@@ -319,9 +327,15 @@ def make_train_call(cfg: Word2VecConfig):
     (noise cdf or None, (codes, points, mask) of the Huffman tree or None)."""
 
     def call(tables, aux, centers, contexts, weights, lrs, key):
-        keys = jax.random.split(key, len(lrs))
-        tables, losses = jax.lax.scan(lambda t, b: _sgd_step(t, b, aux, cfg), tables,
-                                      (centers, contexts, weights, lrs, keys))
+        cdf, tree = aux
+        negs = jnp.zeros((len(lrs), 0), jnp.int32)
+        if cfg.negative:  # every step's draws at once: one vectorised search instead of a loop per step
+            targets = contexts.shape[1:] if cfg.sg else (centers.shape[1], 1)  # per step: (B, T) or (B, 1)
+            shape = {1: (cfg.shared_negatives,), 0: (*targets, cfg.negative), -1: (targets[0], cfg.negative)}[
+                min(cfg.shared_negatives, 1)]
+            negs = jnp.searchsorted(cdf, jax.random.uniform(key, (len(lrs), *shape)), side="right")
+        tables, losses = jax.lax.scan(lambda t, b: _sgd_step(t, b, tree, cfg), tables,
+                                      (centers, contexts, weights, lrs, negs))
         return tables, losses.sum()
 
     return jax.jit(call, donate_argnums=0)
