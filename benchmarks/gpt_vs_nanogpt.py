@@ -1,16 +1,18 @@
-"""nanoGPT's own train.py (PyTorch, CPU) against `lmjax train shakespeare_char`, same config, one run, same machine.
+"""nanoGPT's own train.py (PyTorch, CPU) against `lmjax train shakespeare_char`, same config, same machine, one run.
 
-    .venv/bin/python benchmarks/gpt_vs_nanogpt.py [--nanogpt /work/nanogpt] [--iters 2000] [--lmjax-seeds 3]
+    .venv/bin/python benchmarks/gpt_vs_nanogpt.py [--nanogpt /work/nanogpt] [--iters 2000] [--seeds 3]
 
 The nanoGPT checkout needs data/shakespeare_char/{train,val}.bin (its prepare.py run on Tiny Shakespeare's
 input.txt). Both train nanoGPT's README CPU configuration (4 layers, 4 heads, 128 wide, context 64, batch 12, 2000
 iterations, lr 1e-3 -> 1e-4, dropout 0), torch with 2 threads (`--omp-passive` on a loaded machine), lmjax through
-`.venv/bin/lmjax` (YNN fusion + tcmalloc, 10 steps per compiled call). Reports per system the median ms/iteration
-(nanoGPT: its per-iteration `time` lines after iteration 0; lmjax: the per-call timings in metrics.jsonl after the
-first, compiling call; evaluation excluded from both), tokens/s, the final val loss as each reports it (nanoGPT: mean
-over `eval_iters` random batches of its last 10% split; lmjax: its eval windows), and, as a like-for-like check, the
-exact loss of both final models over every non-overlapping 64-token window of nanoGPT's val.bin. MFU is against the
-fp32 matmul peak measured in this run.
+`.venv/bin/lmjax` (YNN fusion + tcmalloc, 10 steps per compiled call), for seeds 0..N-1 each, the two alternating.
+nanoGPT hard-codes torch.manual_seed(1337); seed k > 0 runs a copy of its train.py with 1337 + k, nothing else
+changed. Reports per run the median ms/iteration (nanoGPT: its per-iteration `time` lines after iteration 0; lmjax:
+the per-call timings in metrics.jsonl after the first, compiling call; evaluation excluded from both), the final val
+loss as each reports it (nanoGPT: mean over `eval_iters` random batches of its last 10% split; lmjax: its eval
+windows) and, as a like-for-like check, the exact loss of both final models over every non-overlapping 64-token
+window of nanoGPT's val.bin. Headline: the median ms/iteration over each system's runs, their ratio, and the val
+losses' means over seeds. MFU is against the fp32 matmul peak measured in this run.
 Writes experiments/results/gpt_shakespeare_vs_nanogpt.json.
 """
 
@@ -36,7 +38,24 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 CONFIG = dict(block_size=64, batch_size=12, n_layer=4, n_head=4, n_embd=128)
 
 
-def run_nanogpt(repo: pathlib.Path, iters: int, out_dir: pathlib.Path, passive: bool = False) -> dict:
+SEED_LINE = "torch.manual_seed(1337 + seed_offset)"
+
+
+def nanogpt_script(repo: pathlib.Path, seed: int, scratch: pathlib.Path) -> pathlib.Path:
+    """nanoGPT's train.py for seed 0; for seed k > 0 a copy in `scratch` whose only change is the hard-coded torch
+    seed, 1337 -> 1337 + k (nanoGPT has no seed option). The copy runs with cwd and PYTHONPATH at the checkout."""
+    if seed == 0:
+        return repo / "train.py"
+    source = (repo / "train.py").read_text()
+    if source.count(SEED_LINE) != 1:
+        raise SystemExit(f"{repo}/train.py no longer contains {SEED_LINE!r} once: run with --seeds 1")
+    scratch.mkdir(parents=True, exist_ok=True)
+    path = scratch / f"train_seed{seed}.py"
+    path.write_text(source.replace(SEED_LINE, f"torch.manual_seed({1337 + seed} + seed_offset)"))
+    return path
+
+
+def run_nanogpt(repo: pathlib.Path, iters: int, out_dir: pathlib.Path, passive: bool = False, seed: int = 0) -> dict:
     """nanoGPT's README CPU command, plus a checkpoint at every eval (so the final model can be scored exactly)."""
     args = ["config/train_shakespeare_char.py", "--device=cpu", "--compile=False", "--eval_iters=20",
             "--log_interval=1", *(f"--{k}={v}" for k, v in CONFIG.items()), f"--max_iters={iters}",
@@ -44,11 +63,12 @@ def run_nanogpt(repo: pathlib.Path, iters: int, out_dir: pathlib.Path, passive: 
     # OpenMP's default (active) waiting is torch's fast setting on a quiet machine (41 ms/iteration here against 72
     # with PASSIVE); on a shared, oversubscribed host its two threads spin at every barrier while the other is
     # descheduled (over 1 s/iteration at load 11), and --omp-passive is the fairer choice there.
-    env = {**os.environ, "OMP_NUM_THREADS": "2", "MKL_NUM_THREADS": "2"}
+    env = {**os.environ, "OMP_NUM_THREADS": "2", "MKL_NUM_THREADS": "2", "PYTHONPATH": str(repo)}
     if passive:
         env["OMP_WAIT_POLICY"] = "PASSIVE"
+    script = nanogpt_script(repo, seed, out_dir.parent / "scripts")
     t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, "train.py", *args], cwd=repo, env=env, capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, str(script), *args], cwd=repo, env=env, capture_output=True, text=True)
     wall = time.perf_counter() - t0
     if proc.returncode:
         raise SystemExit(f"nanoGPT failed:\n{proc.stderr[-3000:]}")
@@ -57,7 +77,7 @@ def run_nanogpt(repo: pathlib.Path, iters: int, out_dir: pathlib.Path, passive: 
     # iteration 0 includes start-up; those right after an eval include the eval: the median ignores both.
     ms = statistics.median(t for i, t in iter_ms.items() if i > 0)
     return {"ms_per_iter": ms, "val_loss": float(evals[-1][2]), "wall_s": wall,
-            "command": f"cd {repo} && OMP_NUM_THREADS=2 {'OMP_WAIT_POLICY=PASSIVE ' * passive}python train.py "
+            "command": f"cd {repo} && OMP_NUM_THREADS=2 {'OMP_WAIT_POLICY=PASSIVE ' * passive}python {script.name} "
                        f"{' '.join(args)}"}
 
 
@@ -142,9 +162,10 @@ def main() -> None:
     p.add_argument("--iters", type=int, default=2000)
     p.add_argument("--omp-passive", action="store_true",
                    help="run torch with OMP_WAIT_POLICY=PASSIVE (for a loaded machine; slower on a quiet one)")
-    p.add_argument("--lmjax-seeds", type=int, default=1,
-                   help="train lmjax with seeds 0..N-1 (nanoGPT's train.py hard-codes its seed, 1337: one run); the "
-                        "headline figures are seed 0's, the JSON adds every seed's val losses and their mean")
+    p.add_argument("--seeds", type=int, default=3,
+                   help="train both with seeds 0..N-1, alternating nanoGPT and lmjax runs (nanoGPT's seed 1337 + k "
+                        "through a patched copy of its train.py); ms/iteration is the median over the runs, the val "
+                        "losses are means over seeds, and the JSON keeps every run")
     p.add_argument("--scratch", type=pathlib.Path, default=pathlib.Path("/tmp/gpt_vs_nanogpt"))
     p.add_argument("--out", type=pathlib.Path,
                    default=ROOT / "experiments" / "results" / "gpt_shakespeare_vs_nanogpt.json")
@@ -163,45 +184,52 @@ def main() -> None:
     from lmjax.train.peak import measure_matmul_peak
 
     peak_gflops = measure_matmul_peak("float32")
-    nano = run_nanogpt(args.nanogpt, args.iters, args.scratch / "nanogpt", passive=args.omp_passive)
-    lmj = run_lmjax(args.iters, args.scratch / "lmjax")
-    more = [run_lmjax(args.iters, args.scratch / f"lmjax_seed{i}", seed=i) for i in range(1, args.lmjax_seeds)]
+    nanos, lmjs = [], []
+    for seed in range(args.seeds):  # alternating, so a drift in machine load hits both alike
+        nanos.append(run_nanogpt(args.nanogpt, args.iters, args.scratch / f"nanogpt_seed{seed}",
+                                 passive=args.omp_passive, seed=seed))
+        lmjs.append(run_lmjax(args.iters, args.scratch / f"lmjax_seed{seed}", seed=seed))
+        print(f"seed {seed}: nanoGPT {nanos[-1]['ms_per_iter']:.2f} ms/iter val {nanos[-1]['val_loss']:.4f}; "
+              f"lmjax {lmjs[-1]['ms_per_iter']:.2f} ms/iter val {lmjs[-1]['val_loss']:.4f}", flush=True)
     load_after = os.getloadavg()[0]
 
     meta = pickle.loads((data_dir / "meta.pkl").read_bytes())
     val = np.fromfile(data_dir / "val.bin", dtype=np.uint16)
     val_text = "".join(meta["itos"][int(i)] for i in val)
-    nano_exact = exact_val_nanogpt(args.nanogpt, args.scratch / "nanogpt", val)
-    lmj_exact = exact_val_lmjax(args.scratch / "lmjax", val_text)
-    seeds = [{"seed": 0, "val_loss": lmj["val_loss"], "val_loss_full_split": lmj_exact,
-              "ms_per_iter": lmj["ms_per_iter"]}]
-    for i, r in enumerate(more, 1):
-        seeds.append({"seed": i, "val_loss": r["val_loss"], "ms_per_iter": r["ms_per_iter"],
-                      "val_loss_full_split": exact_val_lmjax(args.scratch / f"lmjax_seed{i}", val_text)})
+    runs = []
+    for seed, (n, m) in enumerate(zip(nanos, lmjs)):
+        runs.append({"seed": seed, "nanogpt_ms_per_iter": n["ms_per_iter"], "ms_per_iter": m["ms_per_iter"],
+                     "nanogpt_val_loss": n["val_loss"], "val_loss": m["val_loss"],
+                     "nanogpt_val_loss_full_split": exact_val_nanogpt(args.nanogpt, args.scratch /
+                                                                      f"nanogpt_seed{seed}", val),
+                     "val_loss_full_split": exact_val_lmjax(args.scratch / f"lmjax_seed{seed}", val_text),
+                     "nanogpt_wall_s": n["wall_s"], "wall_s": m["wall_s"]})
+    mean = lambda key: statistics.mean(r[key] for r in runs)  # noqa: E731
+    ms, nano_ms = (statistics.median(r[k] for r in runs) for k in ("ms_per_iter", "nanogpt_ms_per_iter"))
 
     flops_per_token = make_task(get_preset("shakespeare_char"), meta["vocab_size"]).flops_per_token
     tokens = CONFIG["batch_size"] * CONFIG["block_size"]
-    tok_s, nano_tok_s = (tokens / (r["ms_per_iter"] / 1e3) for r in (lmj, nano))
+    tok_s, nano_tok_s = tokens / (ms / 1e3), tokens / (nano_ms / 1e3)
     result = {
-        "val_loss": lmj["val_loss"],
-        "nanogpt_val_loss": nano["val_loss"],
-        "ms_per_iter": lmj["ms_per_iter"],
-        "nanogpt_ms_per_iter": nano["ms_per_iter"],
-        "speedup": nano["ms_per_iter"] / lmj["ms_per_iter"],
+        "val_loss": mean("val_loss"),
+        "nanogpt_val_loss": mean("nanogpt_val_loss"),
+        "ms_per_iter": ms,
+        "nanogpt_ms_per_iter": nano_ms,
+        "speedup": nano_ms / ms,
         "mfu": flops_per_token * tok_s / (peak_gflops * 1e9),
         "matmul_peak_gflops": peak_gflops,
         "tokens_per_s": tok_s,
         "nanogpt_tokens_per_s": nano_tok_s,
         "nanogpt_mfu": flops_per_token * nano_tok_s / (peak_gflops * 1e9),
-        "wall_s": lmj["wall_s"],
-        "nanogpt_wall_s": nano["wall_s"],
-        "val_loss_full_split": lmj_exact,
-        "nanogpt_val_loss_full_split": nano_exact,
-        "lmjax_seeds": seeds,
-        "val_loss_seed_mean": statistics.mean(r["val_loss"] for r in seeds),
-        "val_loss_full_split_seed_mean": statistics.mean(r["val_loss_full_split"] for r in seeds),
-        "lmjax_command": lmj["command"],
-        "nanogpt_command": nano["command"],
+        "val_loss_full_split": mean("val_loss_full_split"),
+        "nanogpt_val_loss_full_split": mean("nanogpt_val_loss_full_split"),
+        "seeds": len(runs),
+        "speedup_per_seed": [r["nanogpt_ms_per_iter"] / r["ms_per_iter"] for r in runs],
+        "runs": runs,
+        "wall_s": mean("wall_s"),
+        "nanogpt_wall_s": mean("nanogpt_wall_s"),
+        "lmjax_command": lmjs[0]["command"],
+        "nanogpt_command": nanos[0]["command"],
         "loadavg_1m_before": load_before,
         "loadavg_1m_after": load_after,
         "hardware": f"{cpu_model()}, {os.cpu_count()} cores, no GPU (torch {torch_version()}, jax {jax.__version__})",
@@ -210,14 +238,13 @@ def main() -> None:
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"{'':>10} {'ms/iter':>9} {'tokens/s':>10} {'val loss':>9} {'full val':>9} {'wall s':>7}")
-    print(f"{'nanoGPT':>10} {nano['ms_per_iter']:9.2f} {nano_tok_s:10,.0f} {nano['val_loss']:9.4f} "
-          f"{nano_exact:9.4f} {nano['wall_s']:7.1f}")
-    print(f"{'lmjax':>10} {lmj['ms_per_iter']:9.2f} {tok_s:10,.0f} {lmj['val_loss']:9.4f} "
-          f"{lmj_exact:9.4f} {lmj['wall_s']:7.1f}")
-    for r in seeds[1:]:
-        print(f"{'lmjax s' + str(r['seed']):>10} {r['ms_per_iter']:9.2f} {'':>10} {r['val_loss']:9.4f} "
-              f"{r['val_loss_full_split']:9.4f}")
+    print(f"{'':>12} {'ms/iter':>9} {'val loss':>9} {'full val':>9}")
+    for r in runs:
+        for name, pre in (("nanoGPT", "nanogpt_"), ("lmjax", "")):
+            print(f"{name + ' s' + str(r['seed']):>12} {r[pre + 'ms_per_iter']:9.2f} {r[pre + 'val_loss']:9.4f} "
+                  f"{r[pre + 'val_loss_full_split']:9.4f}")
+    print(f"{'mean':>12} nanoGPT val {result['nanogpt_val_loss']:.4f} / {result['nanogpt_val_loss_full_split']:.4f}, "
+          f"lmjax {result['val_loss']:.4f} / {result['val_loss_full_split']:.4f}")
     print(f"speedup {result['speedup']:.2f}x, lmjax MFU {result['mfu']:.1%} of {peak_gflops:.0f} GFLOP/s; "
           f"load {load_before:.1f} -> {load_after:.1f}; wrote {args.out}")
 
