@@ -23,8 +23,7 @@ Device side: a step takes B positions (a center and its window), shuffled across
 `shared_negatives = N > 0` the step shares one draw of N negatives, so the negative scores are one (B, d) x (d, N)
 matrix product, each weighted by negative x (targets of the position) / N: the expected gradient of `negative`
 private draws per target. With N = 0 each target draws its own `negative` words (the reference algorithm, gathers
-and scatters only). With N = -1 each position draws `negative` words that all its targets share, each weighted by the
-number of the position's targets: per target the reference algorithm's count, at 1 / (targets) of its gathers. A step's updates are applied together, one scatter-add per table, several steps per compiled
+and scatters only). A step's updates are applied together, one scatter-add per table, several steps per compiled
 call (`lax.scan`). Summed updates of a frequent word grow with B: large batches diverge at word2vec's learning rate.
 """
 
@@ -65,8 +64,7 @@ class Word2VecConfig:
     alpha: float = 0.025
     min_alpha: float = 1e-4
     batch_size: int = 256          # positions (a center and its window) per SGD step
-    shared_negatives: int = 32     # N > 0 negatives shared by a step's positions; 0: `negative` per target;
-    #                                -1: `negative` per position, shared by its targets
+    shared_negatives: int = 32     # N negatives shared by a step's positions; 0: `negative` per target
     steps_per_call: int = 64       # SGD steps per compiled call
     chunk_words: int = 1_000_000   # corpus words turned into shuffled examples at a time
     seed: int = 0
@@ -75,9 +73,9 @@ class Word2VecConfig:
         for name in ("dim", "window", "min_count", "epochs", "batch_size", "steps_per_call", "chunk_words"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"word2vec {name} must be >= 1, got {getattr(self, name)}: set a positive value")
-        if self.negative < 0 or self.shared_negatives < -1 or self.sample < 0 or not 0 < self.alpha:
-            raise ConfigError("word2vec negative and sample must be >= 0, shared_negatives >= -1 and alpha > 0: fix "
-                              "the value")
+        if self.negative < 0 or self.shared_negatives < 0 or self.sample < 0 or not 0 < self.alpha:
+            raise ConfigError("word2vec negative, shared_negatives and sample must be >= 0 and alpha > 0: fix the "
+                              "value")
         if not (self.hs or self.negative):
             raise ConfigError("word2vec needs an output layer: negative=0 with hs=False trains nothing; set "
                               "negative >= 1 (negative sampling) or hs=True (hierarchical softmax)")
@@ -233,22 +231,14 @@ def _negative_sampling(C, h, targets, mask, lr, negs, cfg: Word2VecConfig):
     With g_t = lr m_t (1 - sigma(h . C[t])) for the targets and g_k = -lr w_k sigma(h . C[n_k]) for the negatives,
     dh = sum_t g_t C[t] + sum_k g_k C[n_k], dC[t] = g_t h, dC[n_k] = g_k h. Shared negatives: N draws for the whole
     step, w_k = negative x (number of targets) / N, less the draws equal to a target; otherwise `negative` draws per
-    target, w_k = 1 unless equal to it; per position (-1), `negative` draws per position, w_k = its targets other than
-    n_k. `negs` are the draws: (N,) shared, (B, T, K) per target, (B, K) per position.
+    target, w_k = 1 unless equal to it. `negs` are the draws: (N,) shared, (B, T, K) per target.
     """
     out = C[targets]                                                  # (B, T, d)
     pos = jnp.einsum("bd,btd->bt", h, out)
     g = lr * mask * jax.nn.sigmoid(-pos)
     loss = -jnp.sum(mask * jax.nn.log_sigmoid(pos))
     dh = jnp.einsum("bt,btd->bd", g, out)
-    if cfg.shared_negatives < 0:
-        neg_vecs = C[negs]                                            # (B, K, d)
-        scores = jnp.einsum("bd,bkd->bk", h, neg_vecs)
-        w = jnp.einsum("bt,btk->bk", mask, (targets[..., None] != negs[:, None]).astype(h.dtype))
-        gn = -lr * w * jax.nn.sigmoid(scores)
-        dh += jnp.einsum("bk,bkd->bd", gn, neg_vecs)
-        d_neg = (gn[..., None] * h[:, None]).reshape(-1, h.shape[1])
-    elif cfg.shared_negatives:
+    if cfg.shared_negatives:
         neg_vecs = C[negs]                                            # (N, d)
         scores = h @ neg_vecs.T                                       # (B, N): the one matmul
         hits = jnp.einsum("bt,btn->bn", mask, (targets[..., None] != negs).astype(h.dtype))
@@ -331,8 +321,7 @@ def make_train_call(cfg: Word2VecConfig):
         negs = jnp.zeros((len(lrs), 0), jnp.int32)
         if cfg.negative:  # every step's draws at once: one vectorised search instead of a loop per step
             targets = contexts.shape[1:] if cfg.sg else (centers.shape[1], 1)  # per step: (B, T) or (B, 1)
-            shape = {1: (cfg.shared_negatives,), 0: (*targets, cfg.negative), -1: (targets[0], cfg.negative)}[
-                min(cfg.shared_negatives, 1)]
+            shape = (cfg.shared_negatives,) if cfg.shared_negatives else (*targets, cfg.negative)
             negs = jnp.searchsorted(cdf, jax.random.uniform(key, (len(lrs), *shape)), side="right")
         tables, losses = jax.lax.scan(lambda t, b: _sgd_step(t, b, tree, cfg), tables,
                                       (centers, contexts, weights, lrs, negs))
