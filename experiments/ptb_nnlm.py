@@ -3,7 +3,8 @@
     .venv/bin/python experiments/ptb_nnlm.py [--set key=value ...]
 
 Trains the `nnlm_ptb` preset with `lmjax.train.loop.train` (overrides as on the lmjax command line), then scores
-every token of PTB valid and test (words and `<eos>`, contexts across sentences) exactly. The KN5 model is
+every token of PTB valid and test (words and `<eos>`, contexts across sentences) exactly, with the parameters of the
+checkpoint that scored best on valid (early stopping's model selection; `best_step` in the JSON). The KN5 model is
 `NGramModel.fit` on the same train split (PTB's `<unk>` as the word `UNK`, as in experiments/ptb_ngram.py); the
 interpolation p = l p_NNLM + (1 - l) p_KN5 takes l from a grid on valid and reports test. Also prints the learned
 vectors' nearest neighbours by cosine similarity (one-hot vectors: 0 for every pair). Anchors (Mikolov et al. 2011):
@@ -56,13 +57,19 @@ def main() -> None:
     from lmjax.data.builders import load_text
     from lmjax.models.ngram import NGramModel
     from lmjax.models.nnlm import make_task, nearest_neighbours
+    from lmjax.train.checkpoint import Checkpointer
+    from lmjax.train.engine import Engine
     from lmjax.train.loop import train
 
     cfg = get_preset("nnlm_ptb", ["train.resume=false", *args.overrides])
+    engine = Engine(cfg)
     t0 = time.perf_counter()
-    result = train(cfg)
+    result = train(cfg, engine=engine)
     wall = time.perf_counter() - t0
-    params = result.state.params
+    # Model selection on valid, as in early stopping: the kept checkpoint with the lowest eval (valid) loss.
+    with Checkpointer(result.workdir / "checkpoints", keep=cfg.train.keep_checkpoints) as ckpt:
+        best_step = ckpt.best_step() or result.step
+        params = ckpt.restore(engine.abstract_state(), best_step)[1].params
     corpus = lm_corpus(cfg.data)
     tok, context = corpus.tokenizer, cfg.model.context
     model = make_task(cfg, tok.vocab_size).model
@@ -86,8 +93,10 @@ def main() -> None:
         "epochs": cfg.train.steps * cfg.data.batch_size * cfg.optim.grad_accum / len(corpus.train),
         "wall_s": wall, "interpolated_valid_ppl": ppl(mix("valid", lam)), "interpolation_weight": float(lam),
         "kn5_valid_ppl": ppl(kn_logp["valid"]), "kn5_test_ppl": ppl(kn_logp["test"]),
-        "steps": cfg.train.steps, "batch_size": cfg.data.batch_size, "tokens_per_s": result.tokens_per_s,
-        "model": {k: getattr(cfg.model, k) for k in ("context", "embed_dim", "hidden", "direct", "dropout")},
+        "steps": cfg.train.steps, "best_step": best_step, "batch_size": cfg.data.batch_size,
+        "tokens_per_s": result.tokens_per_s,
+        "model": {k: getattr(cfg.model, k) for k in ("context", "embed_dim", "hidden", "direct", "dropout",
+                                                      "word_dropout")},
         "nearest_neighbours": nearest_neighbours(params, tok, WORDS),
         "one_hot_cosine": 0.0,
         "hardware": f"{os.cpu_count()} cores; loadavg_1m {os.getloadavg()[0]:.1f}",

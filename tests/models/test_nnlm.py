@@ -53,3 +53,29 @@ def test_engine_trains_it_and_loss_falls():
     neighbours = nearest_neighbours(state.params, _Tokens(), ["w3", "nope"], k=3)
     assert list(neighbours) == ["w3"] and len(neighbours["w3"]) == 3
     assert all(w != "w3" for w, _ in neighbours["w3"]) and neighbours["w3"][0][1] >= neighbours["w3"][1][1]
+
+
+
+def test_word_dropout_drops_whole_context_words():
+    import flax.linen as nn
+
+    from lmjax.models.nnlm import NNLM
+
+    ctx = np.array([[1, 2, 3], [4, 5, 6]], np.int32)
+    model = NNLM(NNLMConfig(vocab_size=10, context=3, embed_dim=4, hidden=8, word_dropout=0.5))
+    params = model.init(jax.random.PRNGKey(0), ctx)["params"]
+    table = np.asarray(nn.meta.unbox(params)["C"]["embedding"])
+    seen = set()
+    for seed in range(4):
+        _, state = model.apply({"params": params}, ctx, train=True, rngs={"dropout": jax.random.PRNGKey(seed)},
+                               capture_intermediates=True, mutable=["intermediates"])
+        words = np.asarray(state["intermediates"]["Dropout_0"]["__call__"][0])  # [B, context, m] after word dropout
+        for b in range(2):
+            for j in range(3):
+                kept = np.allclose(words[b, j], 2 * table[ctx[b, j]], rtol=1e-6)  # kept words are scaled by 1 / 0.5
+                assert kept or np.all(words[b, j] == 0), "a word vector was partly dropped"
+                seen.add(kept)
+    assert seen == {True, False}
+    eval_logits = model.apply({"params": params}, ctx)  # no dropout at evaluation
+    assert np.all(np.isfinite(eval_logits))
+
