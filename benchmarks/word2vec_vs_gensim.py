@@ -50,7 +50,7 @@ def main() -> None:
     parser.add_argument("--words", type=int, default=0, help="use only the first N corpus tokens (0: all)")
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--algorithms", nargs="+", default=["skipgram", "cbow"], choices=["skipgram", "cbow"])
-    parser.add_argument("--skipgram", nargs="+", default=["256:32:64"], metavar="B:N[:S]",
+    parser.add_argument("--skipgram", nargs="+", default=["64:128:128"], metavar="B:N[:S]",
                         help="lmjax skip-gram designs as batch_size:shared_negatives[:steps_per_call] (N=0: "
                              "negatives per target)")
     parser.add_argument("--cbow", nargs="+", default=["256:32:64"], metavar="B:N[:S]", help="the same for CBOW")
