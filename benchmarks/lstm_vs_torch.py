@@ -35,9 +35,9 @@ def main() -> None:
     p.add_argument("--out", default=str(ROOT / "experiments/results/lstm_vs_torch.json"))
     args = p.parse_args()
 
-    from lmjax.train.peak import cpu_fast_path
+    from lmjax.train.peak import use_ynn_fusion
 
-    os.environ.update(cpu_fast_path(tcmalloc=False))
+    use_ynn_fusion()
     import jax
     import jax.numpy as jnp
     import numpy as np

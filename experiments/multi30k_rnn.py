@@ -128,9 +128,9 @@ def main() -> None:
     p.add_argument("--data-dir", default=os.environ.get("LMJAX_DATA_DIR", "/work/shared/data"))
     args = p.parse_args()
 
-    from lmjax.train.peak import cpu_fast_path
+    from lmjax.train.peak import use_ynn_fusion
 
-    os.environ.update(cpu_fast_path(tcmalloc=False))
+    use_ynn_fusion()
     import jax
 
     if args.command == "heatmap":

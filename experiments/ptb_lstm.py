@@ -35,9 +35,9 @@ def main() -> None:
     p.add_argument("--steps-per-epoch", type=int, default=0, help="shorter epochs, for a quick check (0 = full)")
     args = p.parse_args()
 
-    from lmjax.train.peak import cpu_fast_path
+    from lmjax.train.peak import use_ynn_fusion
 
-    os.environ.update(cpu_fast_path(tcmalloc=False))
+    use_ynn_fusion()
     import jax
     import numpy as np
 

@@ -49,9 +49,9 @@ def main() -> None:
     p.add_argument("--set", nargs="*", default=[], dest="overrides")
     p.add_argument("--out", type=pathlib.Path, default=ROOT / "experiments" / "results" / "ptb_nnlm.json")
     args = p.parse_args()
-    from lmjax.train.peak import cpu_fast_path
+    from lmjax.train.peak import use_ynn_fusion
 
-    os.environ.update(cpu_fast_path(tcmalloc=False))  # XLA's fused CPU kernels; before the first computation
+    use_ynn_fusion()  # XLA's fused CPU kernels; before the first computation
     from lmjax.config import get_preset
     from lmjax.data import lm_corpus
     from lmjax.data.builders import load_text

@@ -277,7 +277,7 @@ def _hierarchical_softmax(S, h, mask, centers, lr, tree):
     return S, jnp.einsum("btl,bld->btd", g, nodes), loss
 
 
-def _sgd_step(tables, batch, aux, cfg: Word2VecConfig):
+def _sgd_step(tables, batch, tree, cfg: Word2VecConfig):
     """One SGD step on B positions: new tables {"W", "C" (negative sampling), "S" (hs)} and the summed loss.
 
     Negative sampling: each position gives an input vector h and targets t with mask m: skip-gram h = W[center],
@@ -286,7 +286,7 @@ def _sgd_step(tables, batch, aux, cfg: Word2VecConfig):
     share one path: T times fewer S rows to gather and update). With both on (CBOW: the same h), the dh add up as in
     word2vec.c; dh goes to the input rows of W (CBOW: to each context row whole, as in word2vec.c).
     """
-    W, tree = tables["W"], aux
+    W = tables["W"]
     centers, contexts, weights, lr, negs = batch
     if cfg.sg:
         h, targets, mask = W[centers], contexts, weights

@@ -55,7 +55,6 @@ def test_engine_trains_it_and_loss_falls():
     assert all(w != "w3" for w, _ in neighbours["w3"]) and neighbours["w3"][0][1] >= neighbours["w3"][1][1]
 
 
-
 def test_word_dropout_drops_whole_context_words():
     import flax.linen as nn
 
@@ -78,4 +77,3 @@ def test_word_dropout_drops_whole_context_words():
     assert seen == {True, False}
     eval_logits = model.apply({"params": params}, ctx)  # no dropout at evaluation
     assert np.all(np.isfinite(eval_logits))
-
