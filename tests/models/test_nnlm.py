@@ -77,3 +77,21 @@ def test_word_dropout_drops_whole_context_words():
     assert seen == {True, False}
     eval_logits = model.apply({"params": params}, ctx)  # no dropout at evaluation
     assert np.all(np.isfinite(eval_logits))
+
+
+def test_tied_output_reuses_the_word_vectors():
+    """tied: logits = tanh(x H + d) P C^T + b, with no [hidden, V] matrix U."""
+    import flax.linen as nn
+
+    from lmjax.models.nnlm import NNLM
+
+    ctx = np.array([[1, 2], [3, 9]], np.int32)
+    model = NNLM(NNLMConfig(vocab_size=10, context=2, embed_dim=4, hidden=8, tied=True))
+    params = nn.meta.unbox(model.init(jax.random.PRNGKey(0), ctx)["params"])
+    assert "U" not in params and params["P"]["kernel"].shape == (8, 4) and params["b"].shape == (10,)
+    params = jax.tree_util.tree_map(lambda p: p + 0.1, params)  # a nonzero bias too
+    C = np.asarray(params["C"]["embedding"])
+    x = C[ctx].reshape(2, -1)
+    h = np.tanh(x @ np.asarray(params["H"]["kernel"]) + np.asarray(params["H"]["bias"]))
+    expected = h @ np.asarray(params["P"]["kernel"]) @ C.T + np.asarray(params["b"])
+    np.testing.assert_allclose(model.apply({"params": params}, ctx), expected, rtol=1e-5, atol=1e-5)
