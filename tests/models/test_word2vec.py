@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -51,12 +52,14 @@ def skipgram(corpus):
 
 
 @pytest.mark.parametrize("design", ["skipgram_shared", "cbow_shared", "skipgram_per_example", "skipgram_hs",
-                                    "cbow_hs"])
+                                    "cbow_hs", "cbow_runs", "skipgram_runs"])
 def test_training_learns_the_corpus_analogies(corpus, skipgram, design):
     cfg = {"skipgram_shared": CFG, "cbow_shared": dataclasses.replace(CFG, sg=False, alpha=0.05),
            "skipgram_per_example": dataclasses.replace(CFG, shared_negatives=0),
            "skipgram_hs": dataclasses.replace(CFG, hs=True, negative=0),
-           "cbow_hs": dataclasses.replace(CFG, hs=True, negative=0, sg=False, alpha=0.05)}[design]
+           "cbow_hs": dataclasses.replace(CFG, hs=True, negative=0, sg=False, alpha=0.05),
+           "cbow_runs": dataclasses.replace(CFG, sg=False, alpha=0.05, run=16),
+           "skipgram_runs": dataclasses.replace(CFG, run=8)}[design]
     model = skipgram if design == "skipgram_shared" else w2v.train(corpus, cfg)
     assert model.log[-1]["loss_per_example"] < model.log[0]["loss_per_example"]
     result = w2v.evaluate_analogies(model, analogy_questions())
@@ -134,6 +137,53 @@ def test_window_examples_stay_in_window_and_sentence():
         assert contexts[i, j] == i + offsets[j] and sids[i] == sids[i + offsets[j]]
     _, adjacent = w2v.window_examples(ids, sids, 1, np.random.default_rng(0))  # window 1: b is always 1
     assert adjacent.sum() == 2 * (5 + 3)
+
+
+def test_run_windows_are_window_examples():
+    """A run covering a whole stream gives window_examples' windows for the same draws of b."""
+    ids = np.arange(1, 31, dtype=np.int32)
+    sids = np.repeat(np.arange(4, dtype=np.int32), [7, 1, 12, 10])
+    w = 4
+    contexts, valid = w2v.window_examples(ids, sids, w, np.random.default_rng(3))
+    reach = np.random.default_rng(3).integers(1, w + 1, len(ids))
+    pad = np.full(w, -1, np.int32)
+    centers, run_contexts, run_valid = (np.asarray(a) for a in w2v.run_windows(
+        np.concatenate([pad * 0, ids, pad * 0])[None], np.concatenate([pad, sids, pad])[None], reach[None], w))
+    np.testing.assert_array_equal(centers, ids)
+    np.testing.assert_array_equal(run_valid, valid)
+    np.testing.assert_array_equal(np.where(valid, run_contexts, 0), np.where(valid, contexts, 0))
+
+
+@pytest.mark.parametrize("sg", [False, True])
+def test_a_step_on_runs_equals_the_step_on_their_windows(corpus, sg):
+    """The runs path (rows gathered once per run, windows through a banded matrix) computes the same SGD step as the
+    explicit windows of the same runs, and its runs cover every subsampled position once."""
+    cfg = dataclasses.replace(CFG, sg=sg, run=16, sample=1e-2, chunk_words=5000)
+    vocab = w2v.Vocab.build(corpus, 1)
+    ids, sids = vocab.encode(corpus)
+    keep = w2v.keep_probability(vocab.counts, cfg.sample)
+    raw, tokens, sentence, reach = next(w2v.epoch_runs(ids, sids, keep, cfg, np.random.default_rng(0)))
+    kept = np.random.default_rng(0).random(raw, np.float32) < keep[ids[:raw]]
+    real = reach > 0
+    assert real.sum() == kept.sum() and (tokens[:, cfg.window:-cfg.window][real] != 0).any()
+    np.testing.assert_array_equal(np.sort(tokens[:, cfg.window:-cfg.window][real]), np.sort(ids[:raw][kept]))
+    G = cfg.batch_size // cfg.run
+    rng = np.random.default_rng(1)
+    tables = {name: jnp.asarray(rng.normal(size=(len(vocab), cfg.dim)), jnp.float32) * 0.1 for name in "WC"}
+    negs = rng.integers(0, len(vocab), cfg.shared_negatives).astype(np.int32)
+    runs = (tokens[:G], sentence[:G], reach[:G])
+    centers, contexts, valid = (np.asarray(a) for a in w2v.run_windows(*runs, cfg.window))
+    weights = valid.astype(np.float32)
+    if not sg:
+        weights /= np.maximum(valid.sum(1, keepdims=True), 1)
+    on_runs, (loss_runs, n_runs) = w2v._sgd_step(tables, (*runs, 0.05, negs), None, cfg)
+    on_windows, (loss, n) = w2v._sgd_step(tables, (centers, contexts, weights, 0.05, negs), None,
+                                          dataclasses.replace(cfg, run=0))
+    assert int(n_runs) == int(n) > 0
+    np.testing.assert_allclose(loss_runs, loss, rtol=1e-5)
+    for name in ("W", "C"):
+        assert not np.allclose(on_runs[name], tables[name])
+        np.testing.assert_allclose(on_runs[name], on_windows[name], atol=1e-6)
 
 
 @pytest.mark.parametrize("binary", [False, True])
