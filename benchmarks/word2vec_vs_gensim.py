@@ -50,10 +50,12 @@ def main() -> None:
     parser.add_argument("--words", type=int, default=0, help="use only the first N corpus tokens (0: all)")
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--algorithms", nargs="+", default=["skipgram", "cbow"], choices=["skipgram", "cbow"])
-    parser.add_argument("--skipgram", nargs="+", default=["64:128:128"], metavar="B:N[:S[:L]]",
-                        help="lmjax skip-gram designs as batch_size:shared_negatives[:steps_per_call[:run]] (N=0: "
-                             "negatives per target; run L > 0: steps of B / L runs of L consecutive positions)")
-    parser.add_argument("--cbow", nargs="+", default=["256:32:64"], metavar="B:N[:S[:L]]", help="the same for CBOW")
+    parser.add_argument("--skipgram", nargs="+", default=["64:128:128"], metavar="B:N[:S[:L[:R[:M]]]]",
+                        help="lmjax skip-gram designs as batch_size:shared_negatives[:steps_per_call[:run[:replicas"
+                             "[:merge_every]]]] (N=0: negatives per target; run L > 0: steps of B / L runs of L "
+                             "consecutive positions; R > 1: R CPU devices, local SGD merged every M calls each)")
+    parser.add_argument("--cbow", nargs="+", default=["256:32:64:16:2"], metavar="B:N[:S[:L[:R[:M]]]]",
+                        help="the same for CBOW")
     parser.add_argument("--out", help="results JSON (default: experiments/results/word2vec_vs_gensim.json for the "
                                       "whole corpus and one design per algorithm, else benchmarks/results/"
                                       "word2vec_tuning.json)")
@@ -62,6 +64,10 @@ def main() -> None:
     parser.add_argument("--data-dir", default=os.environ.get("LMJAX_DATA_DIR", str(REPO.parent / "shared" / "data")))
     args = parser.parse_args()
     _fast_env()
+    import jax
+
+    replicas = max(int((d.split(":") + ["1"] * 5)[4]) for d in args.skipgram + args.cbow)
+    jax.config.update("jax_num_cpu_devices", replicas)  # one CPU device per replica, before JAX starts
 
     import numpy as np
     from gensim.models import Word2Vec as GensimWord2Vec
@@ -103,9 +109,11 @@ def main() -> None:
             print(f"{algo} gensim: {wall:.1f} s, {tokens * args.epochs / wall:,.0f} words/s, {q}", flush=True)
         variants = getattr(args, algo)
         for variant in variants:
-            batch, shared, steps, run = (*map(int, variant.split(":")), 16, 0)[:4]
+            batch, shared, *more = map(int, variant.split(":"))
+            steps, run, reps, merge = more + [16, 0, 1, 8][len(more):]
             cfg = Word2VecConfig(sg=sg, epochs=args.epochs, batch_size=batch, shared_negatives=shared,
-                                 steps_per_call=steps, run=run, negative=negative, hs=args.hs)
+                                 steps_per_call=steps, run=run, replicas=reps, merge_every=merge, negative=negative,
+                                 hs=args.hs)
             load0 = os.getloadavg()[0]
             t = time.perf_counter()
             model = train(sentences, cfg)
@@ -114,10 +122,10 @@ def main() -> None:
             prefix = "" if len(variants) == 1 else f"{variant}_"
             row.update({f"{prefix}{k}": v for k, v in q.items()})
             row.update({f"{prefix}design": f"batch_size={batch}, shared_negatives={shared}, steps_per_call={steps}, "
-                                            f"run={run}",
+                                            f"run={run}, replicas={reps}, merge_every={merge}",
                         f"{prefix}wall_s": wall, f"{prefix}words_per_s": tokens * args.epochs / wall,
                         f"{prefix}loadavg_1m": load0})
-            print(f"{algo} lmjax B={batch} N={shared} S={steps} L={run}{' hs' if args.hs else ''}: {wall:.1f} s, "
+            print(f"{algo} lmjax B={batch} N={shared} S={steps} L={run} R={reps} M={merge}{' hs' if args.hs else ''}: {wall:.1f} s, "
                   f"{tokens * args.epochs / wall:,.0f} words/s, {q}", flush=True)
         results[algo] = row
         write(results, args)  # after each algorithm: a run cut short keeps what it measured

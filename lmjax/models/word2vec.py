@@ -30,11 +30,18 @@ matrix product, each weighted by negative x (targets of the position) / N: the e
 private draws per target. With N = 0 each target draws its own `negative` words (the reference algorithm, gathers
 and scatters only). A step's updates are applied together, one scatter-add per table, several steps per compiled
 call (`lax.scan`). Summed updates of a frequent word grow with B: large batches diverge at word2vec's learning rate.
+
+Parallel training (`replicas = R > 1`): word2vec.c's and gensim's threads update one shared table without locks,
+which XLA's functional arrays cannot. Instead R devices (on a CPU, `jax_num_cpu_devices` = cores) each hold a copy
+of the tables and train on every R-th compiled call; every `merge_every` calls each, the copies merge by adding
+their changes since the last merge: tables = base + sum_k (replica_k - base) (local SGD). Deterministic for a seed
+and R.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import functools
 import re
@@ -73,11 +80,14 @@ class Word2VecConfig:
                                    # on the device; 0: batch_size independently shuffled positions
     shared_negatives: int = 32     # N negatives shared by a step's positions; 0: `negative` per target
     steps_per_call: int = 64       # SGD steps per compiled call
+    replicas: int = 1              # R > 1: R devices train their own copy of the tables on alternate calls and
+    merge_every: int = 8           # merge every `merge_every` calls each (local SGD); on CPU, a device per core
     chunk_words: int = 1_000_000   # corpus words turned into shuffled examples at a time
     seed: int = 0
 
     def __post_init__(self):
-        for name in ("dim", "window", "min_count", "epochs", "batch_size", "steps_per_call", "chunk_words"):
+        for name in ("dim", "window", "min_count", "epochs", "batch_size", "steps_per_call", "chunk_words", "replicas",
+                     "merge_every"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"word2vec {name} must be >= 1, got {getattr(self, name)}: set a positive value")
         if self.negative < 0 or self.shared_negatives < 0 or self.sample < 0 or not 0 < self.alpha:
@@ -490,7 +500,7 @@ def train(sentences: Sequence[Sequence[str]], cfg: Word2VecConfig = Word2VecConf
         tables["S"] = jnp.zeros((max(1, len(vocab) - 1), cfg.dim), jnp.float32)
         tree = (jnp.asarray(codes, jnp.float32), jnp.asarray(points), jnp.asarray(mask, jnp.float32))
     keep = keep_probability(vocab.counts, cfg.sample)
-    call = make_train_call(cfg)
+    call, replicas = make_train_call(cfg), _Replicas(tables, (cdf, tree), cfg)
     total, done, log, t0 = cfg.epochs * len(ids), 0, [], time.perf_counter()
     S, B = cfg.steps_per_call, cfg.batch_size
     per_step = B // cfg.run if cfg.run else B  # runs or positions
@@ -506,7 +516,7 @@ def train(sentences: Sequence[Sequence[str]], cfg: Word2VecConfig = Word2VecConf
                 part = slice(i * S * per_step, (i + 1) * S * per_step)
                 key, sub = jax.random.split(key)
                 inputs = tuple(a[part].reshape(S, per_step, *a.shape[1:]) for a in arrays)
-                tables, loss, count = call(tables, (cdf, tree), inputs, lrs[i * S:(i + 1) * S], sub)
+                loss, count = replicas.call(call, inputs, lrs[i * S:(i + 1) * S], sub)
                 losses.append(loss)
                 counts.append(count)
             done += raw
@@ -517,7 +527,49 @@ def train(sentences: Sequence[Sequence[str]], cfg: Word2VecConfig = Word2VecConf
         if verbose:
             print(f"epoch {epoch + 1}: loss/example {loss:.4f}, {examples:,} examples, "
                   f"{done / (time.perf_counter() - t0):,.0f} words/s", file=sys.stderr)
-    return Word2Vec(vocab, np.asarray(jax.device_get(tables["W"])), log)
+    return Word2Vec(vocab, np.asarray(jax.device_get(replicas.merged()["W"])), log)
+
+
+class _Replicas:
+    """The tables' copies on `cfg.replicas` devices: call n trains copy n mod R; every R x merge_every calls (and at
+    the end) the copies merge, tables = base + sum_k (copy_k - base), base being the tables of the last merge."""
+
+    def __init__(self, tables: dict, aux, cfg: Word2VecConfig):
+        devices = jax.local_devices()
+        if cfg.replicas > len(devices):
+            raise ConfigError(f"word2vec replicas={cfg.replicas} needs as many devices, JAX sees {len(devices)}: on a "
+                              f"CPU call jax.config.update('jax_num_cpu_devices', {cfg.replicas}) before any JAX "
+                              f"computation (the CLI does it for --replicas), or set replicas=1")
+        self.devices, self.every, self.n = devices[:cfg.replicas], cfg.replicas * cfg.merge_every, 0
+        self.tables = [jax.device_put(tables, d) for d in self.devices]
+        self.aux = [jax.device_put(aux, d) for d in self.devices]
+        self.base = jax.tree_util.tree_map(jnp.copy, self.tables[0]) if cfg.replicas > 1 else None
+
+    def call(self, call, inputs, lrs, key):
+        k = self.n % len(self.devices)
+        put = functools.partial(jax.device_put, device=self.devices[k])
+        self.tables[k], loss, count = call(self.tables[k], self.aux[k], put(inputs), put(lrs), put(key))
+        self.n += 1
+        if self.base is not None and self.n % self.every == 0:
+            self._merge()
+        return loss, count
+
+    def _merge(self) -> None:
+        first, others = self.tables[0], [jax.device_put(t, self.devices[0]) for t in self.tables[1:]]
+        new, self.base = _merge_replicas(first, others, self.base)
+        self.tables = [new] + [jax.device_put(new, d) for d in self.devices[1:]]
+
+    def merged(self) -> dict:
+        if self.base is not None and self.n % self.every:
+            self._merge()
+        return self.tables[0]
+
+
+@functools.partial(jax.jit, donate_argnums=(0, 2))
+def _merge_replicas(first: dict, others: list[dict], base: dict) -> tuple[dict, dict]:
+    """(first + sum_k (others_k - base), a second copy of it: the next base)."""
+    new = jax.tree_util.tree_map(lambda a, b, *o: a + sum(x - b for x in o), first, base, *others)
+    return new, jax.tree_util.tree_map(lambda x: x + 0, new)
 
 
 # ----------------------------------------------------------------------------------------------------- evaluation
@@ -701,6 +753,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "train":
             cfg = Word2VecConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(Word2VecConfig)})
+            if cfg.replicas > 1:  # a CPU device per copy; possible only before JAX's backends start
+                with contextlib.suppress(RuntimeError):
+                    jax.config.update("jax_num_cpu_devices", cfg.replicas)
             model = train(load_corpus(args.corpus, args.data_dir), cfg, verbose=True)
             save_word2vec_format(model, args.out, binary=args.out.endswith(".bin"))
             print(f"saved {len(model.words):,} x {cfg.dim} vectors to {args.out}")

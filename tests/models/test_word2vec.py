@@ -186,6 +186,47 @@ def test_a_step_on_runs_equals_the_step_on_their_windows(corpus, sg):
         np.testing.assert_allclose(on_runs[name], on_windows[name], atol=1e-6)
 
 
+def test_merging_replicas_adds_their_changes():
+    base = {"W": jnp.ones((3, 2)), "C": jnp.zeros((3, 2))}
+    first = {"W": jnp.ones((3, 2)) * 2, "C": jnp.full((3, 2), 0.5)}
+    others = [{"W": jnp.ones((3, 2)) * 4, "C": jnp.full((3, 2), -1.0)}, {"W": jnp.zeros((3, 2)), "C": jnp.zeros((3, 2))}]
+    new, next_base = w2v._merge_replicas(first, others, base)
+    np.testing.assert_allclose(new["W"], 1 + 1 + 3 - 1)  # base + the three changes (+1, +3, -1)
+    np.testing.assert_allclose(new["C"], 0.5 - 1)
+    assert next_base["W"] is not new["W"] and np.array_equal(next_base["W"], new["W"])
+
+
+REPLICAS_SCRIPT = """
+import sys, numpy as np
+sys.path.insert(0, sys.argv[1])
+from test_word2vec import CFG, analogy_corpus, analogy_questions
+from lmjax.models import word2vec as w2v
+corpus = analogy_corpus()
+cfg = w2v.Word2VecConfig(**{**CFG.__dict__, "sg": False, "alpha": 0.05, "run": 16, "replicas": 2, "merge_every": 2})
+w2v.jax.config.update("jax_num_cpu_devices", 2)
+a, b = w2v.train(corpus, cfg), w2v.train(corpus, cfg)
+one = w2v.train(corpus, w2v.Word2VecConfig(**{**cfg.__dict__, "replicas": 1}))
+print(len(w2v.jax.devices()), np.array_equal(a.vectors, b.vectors), not np.allclose(a.vectors, one.vectors),
+      w2v.evaluate_analogies(a, analogy_questions())["total"])
+"""
+
+
+def test_replicas_on_two_cpu_devices_learn_and_are_deterministic():
+    """Two CPU devices each train a copy (local SGD, merged every 2 calls each): the same vectors on a rerun, unlike
+    one device's, and the corpus analogies are learnt."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    out = subprocess.run([sys.executable, "-c", REPLICAS_SCRIPT, str(Path(__file__).parent)], env=env,
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    devices, same, differs, accuracy = out.stdout.split()[-4:]
+    assert (devices, same, differs) == ("2", "True", "True") and float(accuracy) > 0.8, out.stdout
+
+
 @pytest.mark.parametrize("binary", [False, True])
 def test_formats_round_trip_with_gensim(skipgram, tmp_path, binary):
     path = tmp_path / ("v.bin" if binary else "v.txt")
@@ -238,6 +279,10 @@ def test_bad_input_is_explained():
         w2v.Vocab.build([["a", "b", "a"]], min_count=3)
     with pytest.raises(ConfigError, match="dim"):
         w2v.Word2VecConfig(dim=0)
+    with pytest.raises(ConfigError, match="run=24 must be 0 or a divisor"):
+        w2v.Word2VecConfig(run=24)
+    with pytest.raises(ConfigError, match="replicas=64 needs as many devices.*jax_num_cpu_devices"):
+        w2v.train([["a", "b"]], w2v.Word2VecConfig(min_count=1, replicas=64))
     with pytest.raises(ConfigError, match="negative >= 1.*or hs=True"):
         w2v.Word2VecConfig(negative=0)
     with pytest.raises(ConfigError, match="negative"):
