@@ -50,7 +50,7 @@ def main() -> None:
     parser.add_argument("--words", type=int, default=0, help="use only the first N corpus tokens (0: all)")
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--algorithms", nargs="+", default=["skipgram", "cbow"], choices=["skipgram", "cbow"])
-    parser.add_argument("--skipgram", nargs="+", default=["64:128:128"], metavar="B:N[:S[:L[:R[:M]]]]",
+    parser.add_argument("--skipgram", nargs="+", default=["32:128:256"], metavar="B:N[:S[:L[:R[:M]]]]",
                         help="lmjax skip-gram designs as batch_size:shared_negatives[:steps_per_call[:run[:replicas"
                              "[:merge_every]]]] (N=0: negatives per target; run L > 0: steps of B / L runs of L "
                              "consecutive positions; R > 1: R CPU devices, local SGD merged every M calls each)")
