@@ -215,6 +215,16 @@ def window_examples(ids: np.ndarray, sids: np.ndarray, window: int, rng: np.rand
     return contexts, valid
 
 
+def _subsampled_chunks(ids: np.ndarray, sids: np.ndarray, keep: np.ndarray, cfg: Word2VecConfig,
+                       rng: np.random.Generator):
+    """Yield (raw words consumed, kept ids, their sentence ids) per `chunk_words` of the corpus, after subsampling."""
+    for start in range(0, len(ids), cfg.chunk_words):
+        raw = min(cfg.chunk_words, len(ids) - start)
+        chunk, chunk_s = ids[start:start + raw], sids[start:start + raw]
+        kept = rng.random(raw, np.float32) < keep[chunk]
+        yield raw, chunk[kept], chunk_s[kept]
+
+
 def epoch_chunks(ids: np.ndarray, sids: np.ndarray, keep: np.ndarray, cfg: Word2VecConfig,
                  rng: np.random.Generator):
     """Yield (raw words consumed, centers, contexts, weights) per chunk: positions with at least one context, in
@@ -225,11 +235,7 @@ def epoch_chunks(ids: np.ndarray, sids: np.ndarray, keep: np.ndarray, cfg: Word2
     1 / (number of valid columns) there (the mean). Invalid columns have weight 0.
     """
     per_call = cfg.batch_size * cfg.steps_per_call
-    for start in range(0, len(ids), cfg.chunk_words):
-        raw = min(cfg.chunk_words, len(ids) - start)
-        chunk, chunk_s = ids[start:start + raw], sids[start:start + raw]
-        kept = rng.random(raw, np.float32) < keep[chunk]
-        chunk, chunk_s = chunk[kept], chunk_s[kept]
+    for raw, chunk, chunk_s in _subsampled_chunks(ids, sids, keep, cfg, rng):
         contexts, valid = window_examples(chunk, chunk_s, cfg.window, rng)
         count = valid.sum(1, dtype=np.int32)
         order = rng.permutation(np.flatnonzero(count))
@@ -248,25 +254,16 @@ def epoch_runs(ids: np.ndarray, sids: np.ndarray, keep: np.ndarray, cfg: Word2Ve
     0 for padding); padded with empty runs to whole compiled calls."""
     L, w = cfg.run, cfg.window
     per_call = cfg.batch_size // L * cfg.steps_per_call
-    for start in range(0, len(ids), cfg.chunk_words):
-        raw = min(cfg.chunk_words, len(ids) - start)
-        chunk, chunk_s = ids[start:start + raw], sids[start:start + raw]
-        kept = rng.random(raw, np.float32) < keep[chunk]
-        chunk, chunk_s = chunk[kept], chunk_s[kept]
+    for raw, chunk, chunk_s in _subsampled_chunks(ids, sids, keep, cfg, rng):
         n = len(chunk)
         runs = -(-n // L)
-        reach = np.zeros(runs * L, np.int32)
-        reach[:n] = rng.integers(1, w + 1, n)
-        tail = runs * L - n + w
-        tokens = np.concatenate([np.zeros(w, np.int32), chunk, np.zeros(tail, np.int32)])
-        sentence = np.concatenate([np.full(w, -1, np.int32), chunk_s, np.full(tail, -1, np.int32)])
-        starts = rng.permutation(runs) * L
-        starts = np.concatenate([starts, np.full(-runs % per_call, runs * L + w, starts.dtype)])  # empty runs
-        sentence = np.concatenate([sentence, np.full(L + w, -1, np.int32)])
-        tokens = np.concatenate([tokens, np.zeros(L + w, np.int32)])
-        reach = np.concatenate([reach, np.zeros(L + 2 * w, np.int32)])
+        size = (runs + 1) * L + 3 * w  # the chunk at offset w, then padding, where the empty runs start
+        tokens, sentence, reach = np.zeros(size, np.int32), np.full(size, -1, np.int32), np.zeros(size, np.int32)
+        tokens[w:w + n], sentence[w:w + n] = chunk, chunk_s
+        reach[w:w + n] = rng.integers(1, w + 1, n)
+        starts = np.concatenate([rng.permutation(runs) * L, np.full(-runs % per_call, runs * L + w)])
         span = starts[:, None] + np.arange(L + 2 * w)
-        yield raw, tokens[span], sentence[span], reach[starts[:, None] + np.arange(L)]
+        yield raw, tokens[span], sentence[span], reach[span[:, w:w + L]]
 
 
 # -------------------------------------------------------------------------------------------------- SGD (device)
