@@ -95,7 +95,7 @@ def main() -> None:
         "kn5_valid_ppl": ppl(kn_logp["valid"]), "kn5_test_ppl": ppl(kn_logp["test"]),
         "steps": cfg.train.steps, "best_step": best_step, "batch_size": cfg.data.batch_size,
         "tokens_per_s": result.tokens_per_s,
-        "model": {k: getattr(cfg.model, k) for k in ("context", "embed_dim", "hidden", "direct", "dropout",
+        "model": {k: getattr(cfg.model, k) for k in ("context", "embed_dim", "hidden", "direct", "tied", "dropout",
                                                       "word_dropout")},
         "nearest_neighbours": nearest_neighbours(params, tok, WORDS),
         "one_hot_cosine": 0.0,
