@@ -66,7 +66,7 @@ def main() -> None:
     _fast_env()
     import jax
 
-    replicas = max(int((d.split(":") + ["1"] * 5)[4]) for d in args.skipgram + args.cbow)
+    replicas = max(design(d)[4] for d in args.skipgram + args.cbow)
     jax.config.update("jax_num_cpu_devices", replicas)  # one CPU device per replica, before JAX starts
 
     import numpy as np
@@ -109,8 +109,7 @@ def main() -> None:
             print(f"{algo} gensim: {wall:.1f} s, {tokens * args.epochs / wall:,.0f} words/s, {q}", flush=True)
         variants = getattr(args, algo)
         for variant in variants:
-            batch, shared, *more = map(int, variant.split(":"))
-            steps, run, reps, merge = more + [16, 0, 1, 8][len(more):]
+            batch, shared, steps, run, reps, merge = design(variant)
             cfg = Word2VecConfig(sg=sg, epochs=args.epochs, batch_size=batch, shared_negatives=shared,
                                  steps_per_call=steps, run=run, replicas=reps, merge_every=merge, negative=negative,
                                  hs=args.hs)
@@ -125,10 +124,16 @@ def main() -> None:
                                             f"run={run}, replicas={reps}, merge_every={merge}",
                         f"{prefix}wall_s": wall, f"{prefix}words_per_s": tokens * args.epochs / wall,
                         f"{prefix}loadavg_1m": load0})
-            print(f"{algo} lmjax B={batch} N={shared} S={steps} L={run} R={reps} M={merge}{' hs' if args.hs else ''}: {wall:.1f} s, "
-                  f"{tokens * args.epochs / wall:,.0f} words/s, {q}", flush=True)
+            print(f"{algo} lmjax B={batch} N={shared} S={steps} L={run} R={reps} M={merge}{' hs' if args.hs else ''}: "
+                  f"{wall:.1f} s, {tokens * args.epochs / wall:,.0f} words/s, {q}", flush=True)
         results[algo] = row
         write(results, args)  # after each algorithm: a run cut short keeps what it measured
+
+
+def design(variant: str) -> list[int]:
+    """B:N[:S[:L[:R[:M]]]] -> [batch, shared negatives, steps per call, run, replicas, merge every]."""
+    batch, shared, *more = map(int, variant.split(":"))
+    return [batch, shared, *more, *[16, 0, 1, 8][len(more):]]
 
 
 def write(results: dict, args) -> None:

@@ -186,7 +186,7 @@ def make_task(run_cfg: RunConfig, vocab_size: int) -> Task:
         return loss_sum, count, {}
 
     x_dim = cfg.context * cfg.embed_dim
-    out_weights = cfg.hidden * cfg.embed_dim + cfg.embed_dim * cfg.vocab_size if cfg.tied else cfg.hidden * cfg.vocab_size
+    out_weights = (cfg.hidden + cfg.vocab_size) * cfg.embed_dim if cfg.tied else cfg.hidden * cfg.vocab_size
     weights = x_dim * cfg.hidden + out_weights + (x_dim * cfg.vocab_size if cfg.direct else 0)
     return Task(model=model, loss_fn=loss_fn, example_batch=example, flops_per_token=6.0 * weights,
                 tokens_per_example=1,

@@ -298,8 +298,6 @@ def run_windows(tokens, sentence, reach, window: int):
             jnp.stack(valid, -1).reshape(G * L, -1))
 
 
-
-
 def _negative_sampling(C, h, targets, mask, lr, negs, cfg: Word2VecConfig):
     """Negative sampling's ascent step for inputs h (B, d) and targets (B, T) with mask m: (new C, dh, summed loss).
 
@@ -311,8 +309,8 @@ def _negative_sampling(C, h, targets, mask, lr, negs, cfg: Word2VecConfig):
     out = C[targets]                                                  # (B, T, d)
     pos = jnp.einsum("bd,btd->bt", h, out)
     g = lr * mask * jax.nn.sigmoid(-pos)
-    dh = jnp.einsum("bt,btd->bd", g, out)
     loss = -jnp.sum(mask * jax.nn.log_sigmoid(pos))
+    dh = jnp.einsum("bt,btd->bd", g, out)
     if cfg.shared_negatives:
         neg_vecs = C[negs]                                            # (N, d)
         scores = h @ neg_vecs.T                                       # (B, N): the one matmul
@@ -362,23 +360,20 @@ def _sgd_step(tables, batch, tree, cfg: Word2VecConfig):
     word2vec.c; dh goes to the input rows of W (CBOW: to each context row whole, as in word2vec.c).
     """
     W = tables["W"]
-    if cfg.run:  # runs: windows built here; a run's rows X are gathered once and shared by its windows
+    if cfg.run:  # runs: windows built here
         tokens, sentence, reach, lr, negs = batch
         centers, contexts, valid = run_windows(tokens, sentence, reach, cfg.window)
-        count = valid.sum(1, keepdims=True)
-        weights = valid.astype(W.dtype) if cfg.sg else valid / jnp.maximum(count, 1).astype(W.dtype)
-        X = W[tokens]                                                 # (G, L + 2 window, d)
+        weights = valid.astype(W.dtype) if cfg.sg else valid / jnp.maximum(valid.sum(1, keepdims=True), 1)
         G, L = reach.shape
-        band = _run_band(L, cfg.window)                               # (L, L + 2 window, 2 window) one-hot
     else:
         centers, contexts, weights, lr, negs = batch
     if cfg.sg:
-        h, targets, mask = (X[:, cfg.window:cfg.window + L].reshape(G * L, -1) if cfg.run else W[centers]), contexts, \
-            weights
+        h, targets, mask = W[centers], contexts, weights
         examples = jnp.sum(weights > 0)
     else:  # weights are 1 / n_contexts on valid columns: h is the mean of the context vectors
-        if cfg.run:
-            # h_i = sum_c weight_ic X[i + start_c]: a banded (L, L + 2 window) matrix per run times its rows
+        if cfg.run:  # a run's rows X are gathered once; h_i = sum_c weight_ic X[i + start_c], a banded product
+            band = _run_band(L, cfg.window)                           # (L, L + 2 window, 2 window) one-hot
+            X = W[tokens]                                             # (G, L + 2 window, d)
             h = jnp.einsum("gij,gjd->gid", jnp.einsum("gic,ijc->gij", weights.reshape(G, L, -1), band), X)
             h = h.reshape(G * L, -1)
         else:
@@ -417,8 +412,7 @@ def make_train_call(cfg: Word2VecConfig):
         cdf, tree = aux
         negs = jnp.zeros((len(lrs), 0), jnp.int32)
         if cfg.negative:  # every step's draws at once: one vectorised search instead of a loop per step
-            positions = cfg.batch_size
-            targets = (positions, 2 * cfg.window) if cfg.sg else (positions, 1)
+            targets = (cfg.batch_size, 2 * cfg.window if cfg.sg else 1)
             shape = (cfg.shared_negatives,) if cfg.shared_negatives else (*targets, cfg.negative)
             negs = jnp.searchsorted(cdf, jax.random.uniform(key, (len(lrs), *shape)), side="right")
         tables, (losses, examples) = jax.lax.scan(lambda t, b: _sgd_step(t, b, tree, cfg), tables, (*inputs, lrs, negs))
