@@ -1,16 +1,20 @@
-"""word2vec: lmjax against gensim on the same corpus and hyperparameters, side by side in one process.
+"""word2vec: lmjax against gensim on the same corpus and hyperparameters, side by side in one run.
 
     .venv/bin/python benchmarks/word2vec_vs_gensim.py                       # full: IMDB, 5 epochs, sg and CBOW
     .venv/bin/python benchmarks/word2vec_vs_gensim.py --words 2000000 --epochs 1 --skipgram 256:32:64 1024:0
     .venv/bin/python benchmarks/word2vec_vs_gensim.py --hs                  # hierarchical softmax instead
+    .venv/bin/python benchmarks/word2vec_vs_gensim.py --seeds 3             # seeds 0-2 each: means and spread
 
 Corpus: IMDB train + test reviews, lower-cased with text8-style cleaning (one sentence per review). Both train with
 dim 200, window 5, negative 5, sample 1e-3, min_count 5 (gensim: workers=2); with --hs, hierarchical softmax and no
 negative sampling instead (gensim hs=1, negative=0; lmjax hs=True, negative=0). Wall time covers vocabulary building
 and training (lmjax: also compilation); words/s = corpus tokens x epochs / wall time, the same definition for both.
 Quality: Google analogies restricted to the 30k most frequent words (3CosAdd), WordSim-353 and SimLex-999 Spearman,
-all computed by lmjax's evaluation on both models' vectors. Writes experiments/results/word2vec_vs_gensim.json
-(full run) or benchmarks/results/word2vec_tuning.json (a slice or variants), with --hs *_hs.json.
+all computed by lmjax's evaluation on both models' vectors. With --seeds K both train with seeds 0..K-1, alternating,
+and the flat keys are means over the K runs (plus `_std` and `_runs`): gensim's threads race, so even one seed moves
+its WordSim-353 by several hundredths from run to run. Each algorithm runs in a process of its own. Writes
+experiments/results/word2vec_vs_gensim.json (full run) or benchmarks/results/word2vec_tuning.json (a slice or
+variants), with --hs *_hs.json.
 """
 
 from __future__ import annotations
@@ -18,8 +22,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
+import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -27,8 +33,10 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def _fast_env() -> None:
-    """Re-exec once with tcmalloc and the YNN fusion flag (lmjax.train.peak.cpu_fast_path)."""
+    """Re-exec once with tcmalloc and the YNN fusion flag (lmjax.train.peak.cpu_fast_path); LMJAX_CPU_FAST=0: not."""
     sys.path.insert(0, str(REPO))
+    if os.environ.get("LMJAX_CPU_FAST", "1") == "0":
+        return
     from lmjax.train.peak import cpu_fast_path
 
     changes = cpu_fast_path()
@@ -60,9 +68,13 @@ def main() -> None:
                                       "whole corpus and one design per algorithm, else benchmarks/results/"
                                       "word2vec_tuning.json)")
     parser.add_argument("--no-gensim", action="store_true")
+    parser.add_argument("--seeds", type=int, default=1, help="train each system with seeds 0..K-1 (alternating) and "
+                                                             "report the means, standard deviations and each run")
     parser.add_argument("--hs", action="store_true", help="hierarchical softmax, no negative sampling, for both")
     parser.add_argument("--data-dir", default=os.environ.get("LMJAX_DATA_DIR", str(REPO.parent / "shared" / "data")))
     args = parser.parse_args()
+    if len(args.algorithms) > 1:  # one process per algorithm: see `separately`
+        return separately(args)
     _fast_env()
     import jax
 
@@ -70,7 +82,6 @@ def main() -> None:
     jax.config.update("jax_num_cpu_devices", replicas)  # one CPU device per replica, before JAX starts
 
     import numpy as np
-    from gensim.models import Word2Vec as GensimWord2Vec
 
     from lmjax.data import load_analogies, load_word_pairs
     from lmjax.models.word2vec import Vocab, Word2Vec, Word2VecConfig, load_corpus, train
@@ -96,38 +107,60 @@ def main() -> None:
     for algo in args.algorithms:
         sg = algo == "skipgram"
         row: dict = {}
-        if not args.no_gensim:
-            load0 = os.getloadavg()[0]
-            t = time.perf_counter()
-            g = GensimWord2Vec(sentences, vector_size=200, window=5, negative=negative, hs=int(args.hs),
-                               sample=1e-3, min_count=5, epochs=args.epochs, workers=2, sg=int(sg), seed=0)
-            wall = time.perf_counter() - t
-            gmodel = Word2Vec(Vocab(tuple(g.wv.index_to_key), np.array(g.wv.expandos["count"])), g.wv.vectors)
-            q = quality(gmodel, analogies, pairs)
-            row.update({f"gensim_{k}": v for k, v in q.items()})
-            row.update(gensim_wall_s=wall, gensim_words_per_s=tokens * args.epochs / wall, gensim_loadavg_1m=load0)
-            print(f"{algo} gensim: {wall:.1f} s, {tokens * args.epochs / wall:,.0f} words/s, {q}", flush=True)
         variants = getattr(args, algo)
-        for variant in variants:
-            batch, shared, steps, run, reps, merge = design(variant)
-            cfg = Word2VecConfig(sg=sg, epochs=args.epochs, batch_size=batch, shared_negatives=shared,
-                                 steps_per_call=steps, run=run, replicas=reps, merge_every=merge, negative=negative,
-                                 hs=args.hs)
-            load0 = os.getloadavg()[0]
-            t = time.perf_counter()
-            model = train(sentences, cfg)
-            wall = time.perf_counter() - t
-            q = quality(model, analogies, pairs)
-            prefix = "" if len(variants) == 1 else f"{variant}_"
-            row.update({f"{prefix}{k}": v for k, v in q.items()})
-            row.update({f"{prefix}design": f"batch_size={batch}, shared_negatives={shared}, steps_per_call={steps}, "
-                                            f"run={run}, replicas={reps}, merge_every={merge}",
-                        f"{prefix}wall_s": wall, f"{prefix}words_per_s": tokens * args.epochs / wall,
-                        f"{prefix}loadavg_1m": load0})
-            print(f"{algo} lmjax B={batch} N={shared} S={steps} L={run} R={reps} M={merge}{' hs' if args.hs else ''}: "
-                  f"{wall:.1f} s, {tokens * args.epochs / wall:,.0f} words/s, {q}", flush=True)
+        gensim_runs: list[dict] = []
+        lmjax_runs: dict[str, list[dict]] = {v: [] for v in variants}
+        for seed in range(args.seeds):  # the systems alternate, so a drift in machine load hits both
+            if not args.no_gensim:
+                from gensim.models import Word2Vec as GensimWord2Vec
+
+                load0 = os.getloadavg()[0]
+                t = time.perf_counter()
+                g = GensimWord2Vec(sentences, vector_size=200, window=5, negative=negative, hs=int(args.hs),
+                                   sample=1e-3, min_count=5, epochs=args.epochs, workers=2, sg=int(sg), seed=seed)
+                wall = time.perf_counter() - t
+                gmodel = Word2Vec(Vocab(tuple(g.wv.index_to_key), np.array(g.wv.expandos["count"])), g.wv.vectors)
+                q = quality(gmodel, analogies, pairs)
+                gensim_runs.append({**q, "wall_s": wall, "words_per_s": tokens * args.epochs / wall,
+                                    "loadavg_1m": load0})
+                print(f"{algo} gensim seed {seed}: {wall:.1f} s, {tokens * args.epochs / wall:,.0f} words/s, {q}",
+                      flush=True)
+            for variant in variants:
+                batch, shared, steps, run, reps, merge = design(variant)
+                cfg = Word2VecConfig(sg=sg, epochs=args.epochs, batch_size=batch, shared_negatives=shared,
+                                     steps_per_call=steps, run=run, replicas=reps, merge_every=merge,
+                                     negative=negative, hs=args.hs, seed=seed)
+                load0 = os.getloadavg()[0]
+                t = time.perf_counter()
+                model = train(sentences, cfg)
+                wall = time.perf_counter() - t
+                q = quality(model, analogies, pairs)
+                lmjax_runs[variant].append({**q, "wall_s": wall, "words_per_s": tokens * args.epochs / wall,
+                                            "loadavg_1m": load0})
+                row[("" if len(variants) == 1 else f"{variant}_") + "design"] = (
+                    f"batch_size={batch}, shared_negatives={shared}, steps_per_call={steps}, run={run}, "
+                    f"replicas={reps}, merge_every={merge}")
+                print(f"{algo} lmjax B={batch} N={shared} S={steps} L={run} R={reps} M={merge}"
+                      f"{' hs' if args.hs else ''} seed {seed}: {wall:.1f} s, "
+                      f"{tokens * args.epochs / wall:,.0f} words/s, {q}", flush=True)
+        if gensim_runs:
+            row.update(summarise(gensim_runs, "gensim_"))
+        for variant, runs in lmjax_runs.items():
+            row.update(summarise(runs, "" if len(variants) == 1 else f"{variant}_"))
         results[algo] = row
         write(results, args)  # after each algorithm: a run cut short keeps what it measured
+
+
+def summarise(runs: list[dict], prefix: str) -> dict:
+    """One system's runs -> flat keys: the mean over seeds; with several seeds also `<key>_std` (sample standard
+    deviation) and `<key>_runs` (each seed's value, seed 0 first)."""
+    out = {}
+    for key in runs[0]:
+        values = [r[key] for r in runs]
+        out[prefix + key] = statistics.fmean(values)
+        if len(runs) > 1:
+            out.update({f"{prefix}{key}_std": statistics.stdev(values), f"{prefix}{key}_runs": values})
+    return out
 
 
 def design(variant: str) -> list[int]:
@@ -136,13 +169,26 @@ def design(variant: str) -> list[int]:
     return [batch, shared, *more, *[16, 0, 1, 8][len(more):]]
 
 
+def separately(args) -> None:
+    """Run each algorithm in a child process of its own and merge their results. JAX fixes the number of CPU
+    devices (one per replica) when it starts, and a process with two CPU devices leaves a one-device design one
+    core's threads: skip-gram ran 15% slower in the same process as CBOW's two replicas."""
+    results: dict = {}
+    for algo in args.algorithms:
+        with tempfile.TemporaryDirectory() as tmp:
+            out = Path(tmp) / f"{algo}.json"
+            subprocess.run([sys.executable, __file__, *sys.argv[1:], "--algorithms", algo, "--out", str(out)],
+                           check=True)
+            results.update(json.loads(out.read_text()))
+    write(results, args)
+
+
 def write(results: dict, args) -> None:
-    import jax
+    sys.path.insert(0, str(REPO))
+    from lmjax.train.peak import hardware_summary
 
     full = not args.words and len(args.skipgram) == len(args.cbow) == 1
-    results.update(hardware=f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-                            f"jax {jax.__version__} on {jax.devices()[0].platform}, load average "
-                            f"{os.getloadavg()[0]:.2f} at the end",
+    results.update(hardware=hardware_summary() + " at the end",
                    command="python benchmarks/word2vec_vs_gensim.py " + " ".join(sys.argv[1:]),
                    date=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
     out = Path(args.out) if args.out else REPO / (("experiments/results/word2vec_vs_gensim" if full else

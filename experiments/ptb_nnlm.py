@@ -17,7 +17,6 @@ import argparse
 import datetime
 import json
 import math
-import os
 import pathlib
 import sys
 import time
@@ -49,7 +48,7 @@ def main() -> None:
     p.add_argument("--set", nargs="*", default=[], dest="overrides")
     p.add_argument("--out", type=pathlib.Path, default=ROOT / "experiments" / "results" / "ptb_nnlm.json")
     args = p.parse_args()
-    from lmjax.train.peak import use_ynn_fusion
+    from lmjax.train.peak import hardware_summary, use_ynn_fusion
 
     use_ynn_fusion()  # XLA's fused CPU kernels; before the first computation
     from lmjax.config import get_preset
@@ -99,7 +98,7 @@ def main() -> None:
                                                       "word_dropout")},
         "nearest_neighbours": nearest_neighbours(params, tok, WORDS),
         "one_hot_cosine": 0.0,
-        "hardware": f"{os.cpu_count()} cores; loadavg_1m {os.getloadavg()[0]:.1f}",
+        "hardware": hardware_summary(),
         "command": "python experiments/ptb_nnlm.py " + " ".join(sys.argv[1:]),
         "date": datetime.date.today().isoformat(),
     }

@@ -124,6 +124,15 @@ def _n_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
+def hardware_summary() -> str:
+    """One line for results files: CPU model and cores usable by this process, the JAX devices (kind and count,
+    for accelerators), the JAX version and the 1-minute load average."""
+    devices = jax.devices()
+    accel = "" if devices[0].platform == "cpu" else f", {len(devices)} x {devices[0].device_kind}"
+    return (f"{_cpu_model()}, {_n_cores()} of {os.cpu_count()} cores{accel}, jax {jax.__version__} on "
+            f"{devices[0].platform}, load average {os.getloadavg()[0]:.1f}")
+
+
 def _peak_key(device: Any, dtype: Any) -> str:
     # XLA flags belong in the key (the YNN fusion flag alone moves the bf16 CPU matmul peak by 2.5x), except the
     # simulated device count: one device's matmul still runs on all of the host's cores.
