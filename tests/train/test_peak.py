@@ -64,6 +64,17 @@ def test_unknown_kinds_have_no_vendor_peak(kind):
 # ---------------------------------------------------------------------------------------------- measured peak
 
 
+def test_hardware_summary_names_cores_platform_and_version(monkeypatch):
+    monkeypatch.setattr(peak, "_cpu_model", lambda: "Test CPU")
+    monkeypatch.setattr(peak, "_n_cores", lambda: 1)
+    line = peak.hardware_summary()
+    assert line.startswith(f"Test CPU, 1 of {os.cpu_count()} cores")
+    assert f"jax {jax.__version__} on {jax.devices()[0].platform}" in line
+    assert "load average" in line
+    if jax.devices()[0].platform == "cpu":  # accelerators only: "N x <device kind>"
+        assert " x " not in line
+
+
 def test_measure_matmul_peak_runs_both_paths():
     # One dot per call, then (a tiny n under a long minimum call time) the chained fori_loop path.
     assert 0 < peak.measure_matmul_peak(n=128, repeats=2, min_call_s=0.0) < math.inf
