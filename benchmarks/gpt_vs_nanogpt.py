@@ -24,7 +24,6 @@ import json
 import os
 import pathlib
 import pickle
-import platform
 import re
 import shutil
 import statistics
@@ -99,13 +98,6 @@ def run_lmjax(iters: int, workdir: pathlib.Path, seed: int = 0) -> dict:
     return {"ms_per_iter": ms, "val_loss": evals[-1]["eval_loss"], "wall_s": wall, "command": " ".join(cmd)}
 
 
-def cpu_model() -> str:
-    for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.machine()
-
-
 def torch_version() -> str:
     import torch
 
@@ -177,11 +169,9 @@ def main() -> None:
     shutil.rmtree(args.scratch, ignore_errors=True)
     load_before = os.getloadavg()[0]
 
-    import jax  # after the subprocess-free checks; the parent only measures the peak and scores checkpoints
-
     from lmjax.config import get_preset
     from lmjax.models.gpt import make_task
-    from lmjax.train.peak import measure_matmul_peak
+    from lmjax.train.peak import hardware_summary, measure_matmul_peak
 
     peak_gflops = measure_matmul_peak("float32")
     nanos, lmjs = [], []
@@ -232,7 +222,7 @@ def main() -> None:
         "nanogpt_command": nanos[0]["command"],
         "loadavg_1m_before": load_before,
         "loadavg_1m_after": load_after,
-        "hardware": f"{cpu_model()}, {os.cpu_count()} cores, no GPU (torch {torch_version()}, jax {jax.__version__})",
+        "hardware": f"{hardware_summary()}, torch {torch_version()}",
         "command": ".venv/bin/python benchmarks/gpt_vs_nanogpt.py " + " ".join(sys.argv[1:]),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }

@@ -17,7 +17,6 @@ import datetime
 import json
 import os
 import pathlib
-import platform
 import sys
 import time
 
@@ -35,7 +34,7 @@ def main() -> None:
     p.add_argument("--out", default=str(ROOT / "experiments/results/lstm_vs_torch.json"))
     args = p.parse_args()
 
-    from lmjax.train.peak import use_ynn_fusion
+    from lmjax.train.peak import hardware_summary, use_ynn_fusion
 
     use_ynn_fusion()
     import jax
@@ -102,8 +101,7 @@ def main() -> None:
         "ms_per_step": ms, "torch_ms_per_step": torch_ms, "speedup": torch_ms / ms, "median_ms": medians,
         "shape": {"batch": B, "steps": T, "hidden": H, "layers": L}, "rounds_ms": times,
         "torch": torch.__version__, "jax": jax.__version__,
-        "hardware": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, "
-                    f"{jax.devices()[0].platform}", "load_avg_1m": os.getloadavg()[0],
+        "hardware": hardware_summary(), "load_avg_1m": os.getloadavg()[0],
         "command": "python " + " ".join(["benchmarks/lstm_vs_torch.py", *sys.argv[1:]]),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }

@@ -30,11 +30,6 @@ PTB = pathlib.Path(os.environ.get("LMJAX_DATA_DIR", ROOT.parent / "shared" / "da
 DEFAULT_LMPLZ = "/work/kenlm-build/build/bin/lmplz"
 
 
-def hardware() -> str:
-    cpu = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")), "")
-    return f"{os.cpu_count()} cores; {cpu}; loadavg_1m {os.getloadavg()[0]:.1f}"
-
-
 def find_lmplz(given: str | None) -> str:
     path = given or os.environ.get("LMPLZ") or shutil.which("lmplz") or DEFAULT_LMPLZ
     if not pathlib.Path(path).is_file():
@@ -115,7 +110,9 @@ def main() -> None:
     print(f"score: lmjax {r['score_tokens_per_s']:,.0f} tokens/s from text "
           f"({r['score_from_ids_tokens_per_s']:,.0f} from ids), kenlm {r['kenlm_score_tokens_per_s']:,.0f} "
           f"tokens/s -> {r['score_ratio']:.2f}x kenlm's throughput")
-    report = {"benchmark": "ngram_vs_kenlm", **r, "repeats": args.repeats, "hardware": hardware(),
+    from lmjax.train.peak import hardware_summary
+
+    report = {"benchmark": "ngram_vs_kenlm", **r, "repeats": args.repeats, "hardware": hardware_summary(),
               "command": "python benchmarks/ngram_vs_kenlm.py " + " ".join(sys.argv[1:]),
               "date": datetime.date.today().isoformat()}
     args.out.parent.mkdir(parents=True, exist_ok=True)

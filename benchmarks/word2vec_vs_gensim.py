@@ -104,16 +104,18 @@ def main() -> None:
                      "tokens": tokens, "epochs": args.epochs,
                      "output_layer": "hierarchical softmax" if args.hs else "negative sampling (5)"}
     negative = 0 if args.hs else 5
+    if not args.no_gensim:
+        from gensim.models import Word2Vec as GensimWord2Vec
     for algo in args.algorithms:
         sg = algo == "skipgram"
-        row: dict = {}
         variants = getattr(args, algo)
+        prefixes = {v: "" if len(variants) == 1 else f"{v}_" for v in variants}  # key prefix per lmjax design
+        row = {prefixes[v] + "design": "batch_size={}, shared_negatives={}, steps_per_call={}, run={}, replicas={}, "
+                                       "merge_every={}".format(*design(v)) for v in variants}
         gensim_runs: list[dict] = []
         lmjax_runs: dict[str, list[dict]] = {v: [] for v in variants}
         for seed in range(args.seeds):  # the systems alternate, so a drift in machine load hits both
             if not args.no_gensim:
-                from gensim.models import Word2Vec as GensimWord2Vec
-
                 load0 = os.getloadavg()[0]
                 t = time.perf_counter()
                 g = GensimWord2Vec(sentences, vector_size=200, window=5, negative=negative, hs=int(args.hs),
@@ -137,16 +139,13 @@ def main() -> None:
                 q = quality(model, analogies, pairs)
                 lmjax_runs[variant].append({**q, "wall_s": wall, "words_per_s": tokens * args.epochs / wall,
                                             "loadavg_1m": load0})
-                row[("" if len(variants) == 1 else f"{variant}_") + "design"] = (
-                    f"batch_size={batch}, shared_negatives={shared}, steps_per_call={steps}, run={run}, "
-                    f"replicas={reps}, merge_every={merge}")
                 print(f"{algo} lmjax B={batch} N={shared} S={steps} L={run} R={reps} M={merge}"
                       f"{' hs' if args.hs else ''} seed {seed}: {wall:.1f} s, "
                       f"{tokens * args.epochs / wall:,.0f} words/s, {q}", flush=True)
         if gensim_runs:
             row.update(summarise(gensim_runs, "gensim_"))
         for variant, runs in lmjax_runs.items():
-            row.update(summarise(runs, "" if len(variants) == 1 else f"{variant}_"))
+            row.update(summarise(runs, prefixes[variant]))
         results[algo] = row
         write(results, args)  # after each algorithm: a run cut short keeps what it measured
 

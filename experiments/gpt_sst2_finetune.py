@@ -35,7 +35,6 @@ import datetime
 import json
 import os
 import pathlib
-import platform
 import sys
 import time
 
@@ -285,14 +284,6 @@ def finetune(pre_cfg, name: str, setting: Setting, seed: int, trunk, train_ex, d
 # ------------------------------------------------------------------------------------------------------------- main
 
 
-def _cpu_name() -> str:
-    try:
-        lines = pathlib.Path("/proc/cpuinfo").read_text().splitlines()
-        return next(line.split(":", 1)[1].strip() for line in lines if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return platform.machine()
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--pretrain-steps", type=int, default=None, help="default: the gpt_imdb preset's train.steps")
@@ -313,7 +304,7 @@ def main() -> None:
         p.error(f"--lr takes SETTING=LR, e.g. frozen=3e-3; got {args.lr}")
     if unknown := set(lrs) - set(settings()):
         p.error(f"--lr: unknown setting {sorted(unknown)}; choose from {', '.join(settings())}")
-    from lmjax.train.peak import reexec_with_tcmalloc, use_ynn_fusion
+    from lmjax.train.peak import hardware_summary, reexec_with_tcmalloc, use_ynn_fusion
 
     use_ynn_fusion()  # what `lmjax train` does on CPU, before JAX starts its backend
     reexec_with_tcmalloc([sys.executable, *sys.argv])
@@ -348,8 +339,7 @@ def main() -> None:
         report[f"{name}_acc_mean"] = float(accs.mean())
         report[f"{name}_acc_std"] = float(accs.std(ddof=1)) if len(accs) > 1 else 0.0
     report |= {
-        "hardware": f"{_cpu_name()}, {os.cpu_count()} cores, {jax.devices()[0].device_kind}; "
-                    f"loadavg_1m {os.getloadavg()[0]:.1f} at the end",
+        "hardware": hardware_summary() + " at the end",
         "command": "python experiments/gpt_sst2_finetune.py " + " ".join(sys.argv[1:]),
         "date": datetime.date.today().isoformat(),
         "std": "sample standard deviation over seeds (ddof=1)",

@@ -19,7 +19,6 @@ import datetime
 import json
 import os
 import pathlib
-import platform
 import sys
 import time
 
@@ -128,10 +127,9 @@ def main() -> None:
     p.add_argument("--data-dir", default=os.environ.get("LMJAX_DATA_DIR", "/work/shared/data"))
     args = p.parse_args()
 
-    from lmjax.train.peak import use_ynn_fusion
+    from lmjax.train.peak import hardware_summary, use_ynn_fusion
 
     use_ynn_fusion()
-    import jax
 
     if args.command == "heatmap":
         from lmjax.config import get_preset
@@ -155,8 +153,7 @@ def main() -> None:
         results.setdefault("runs", {})[attention] = run
         results.update({
             "wall_s": results.get("wall_s", 0.0) + time.perf_counter() - t0,
-            "hardware": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, "
-                        f"{jax.devices()[0].platform}", "load_avg_1m": os.getloadavg()[0],
+            "hardware": hardware_summary(), "load_avg_1m": os.getloadavg()[0],
             "command": "python " + " ".join(["experiments/multi30k_rnn.py", *sys.argv[1:]]),
             "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")})
         t0 = time.perf_counter()

@@ -18,7 +18,6 @@ import json
 import math
 import os
 import pathlib
-import platform
 import sys
 import time
 
@@ -35,7 +34,7 @@ def main() -> None:
     p.add_argument("--steps-per-epoch", type=int, default=0, help="shorter epochs, for a quick check (0 = full)")
     args = p.parse_args()
 
-    from lmjax.train.peak import use_ynn_fusion
+    from lmjax.train.peak import hardware_summary, use_ynn_fusion
 
     use_ynn_fusion()
     import jax
@@ -112,8 +111,7 @@ def main() -> None:
     wall = time.perf_counter() - t_start
     ms_per_step = 1000 * (time.perf_counter() - t_warm - eval_s) / max(total - min(k, total), 1)  # training only
     common = {"preset": cfg.name, "params": n_params, "steps_per_epoch": steps_per_epoch,
-              "hardware": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, "
-                          f"{jax.devices()[0].platform}", "load_avg_1m": os.getloadavg()[0],
+              "hardware": hardware_summary(), "load_avg_1m": os.getloadavg()[0],
               "command": "python " + " ".join([f"experiments/{pathlib.Path(__file__).name}", *sys.argv[1:]]),
               "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
     if args.time_steps:
