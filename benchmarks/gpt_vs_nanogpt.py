@@ -1,9 +1,10 @@
 """nanoGPT's own train.py (PyTorch, CPU) against `lmjax train shakespeare_char`, same config, same machine, one run.
 
-    .venv/bin/python benchmarks/gpt_vs_nanogpt.py [--nanogpt /work/nanogpt] [--iters 2000] [--seeds 3]
+    .venv/bin/python benchmarks/gpt_vs_nanogpt.py [--nanogpt DIR] [--iters 2000] [--seeds 3] [--out PATH]
+    .venv/bin/python benchmarks/gpt_vs_nanogpt.py --quick --out /tmp/gvn.json   # 20 iterations, one seed
 
-The nanoGPT checkout needs data/shakespeare_char/{train,val}.bin (its prepare.py run on Tiny Shakespeare's
-input.txt). Both train nanoGPT's README CPU configuration (4 layers, 4 heads, 128 wide, context 64, batch 12, 2000
+The nanoGPT checkout (`--nanogpt DIR`, else $NANOGPT_DIR; `git clone https://github.com/karpathy/nanoGPT`) needs
+data/shakespeare_char/{train,val}.bin (its prepare.py run on Tiny Shakespeare's input.txt). Both train nanoGPT's README CPU configuration (4 layers, 4 heads, 128 wide, context 64, batch 12, 2000
 iterations, lr 1e-3 -> 1e-4, dropout 0), torch with 2 threads (`--omp-passive` on a loaded machine), lmjax through
 `.venv/bin/lmjax` (YNN fusion + tcmalloc, 10 steps per compiled call), for seeds 0..N-1 each, the two alternating.
 nanoGPT hard-codes torch.manual_seed(1337); seed k > 0 runs a copy of its train.py with 1337 + k, nothing else
@@ -19,7 +20,6 @@ Writes experiments/results/gpt_shakespeare_vs_nanogpt.json.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
 import pathlib
@@ -29,12 +29,14 @@ import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 
 import numpy as np
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 CONFIG = dict(block_size=64, batch_size=12, n_layer=4, n_head=4, n_embd=128)
+NANOGPT_ENV = "NANOGPT_DIR"
 
 
 SEED_LINE = "torch.manual_seed(1337 + seed_offset)"
@@ -56,8 +58,11 @@ def nanogpt_script(repo: pathlib.Path, seed: int, scratch: pathlib.Path) -> path
 
 def run_nanogpt(repo: pathlib.Path, iters: int, out_dir: pathlib.Path, passive: bool = False, seed: int = 0) -> dict:
     """nanoGPT's README CPU command, plus a checkpoint at every eval (so the final model can be scored exactly)."""
+    # eval_interval: its config's 250, or every iteration of a shorter run, so the last iteration is evaluated and
+    # checkpointed (nanoGPT saves at evaluations only).
     args = ["config/train_shakespeare_char.py", "--device=cpu", "--compile=False", "--eval_iters=20",
-            "--log_interval=1", *(f"--{k}={v}" for k, v in CONFIG.items()), f"--max_iters={iters}",
+            f"--eval_interval={min(250, iters)}", "--log_interval=1", *(f"--{k}={v}" for k, v in CONFIG.items()),
+            f"--max_iters={iters}",
             f"--lr_decay_iters={iters}", "--dropout=0.0", f"--out_dir={out_dir}", "--always_save_checkpoint=True"]
     # OpenMP's default (active) waiting is torch's fast setting on a quiet machine (41 ms/iteration here against 72
     # with PASSIVE); on a shared, oversubscribed host its two threads spin at every barrier while the other is
@@ -83,8 +88,7 @@ def run_nanogpt(repo: pathlib.Path, iters: int, out_dir: pathlib.Path, passive: 
 def run_lmjax(iters: int, workdir: pathlib.Path, seed: int = 0) -> dict:
     overrides = [f"train.workdir={workdir}", "train.resume=false", "train.progress=false", f"train.steps={iters}",
                  f"train.seed={seed}", f"data.seed={seed}"]
-    cmd = [str(ROOT / ".venv" / "bin" / "lmjax"), "train", "shakespeare_char",
-           *(a for o in overrides for a in ("--set", o))]
+    cmd = [sys.executable, "-m", "lmjax", "train", "shakespeare_char", *(a for o in overrides for a in ("--set", o))]
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
     wall = time.perf_counter() - t0
@@ -150,7 +154,8 @@ def exact_val_lmjax(workdir: pathlib.Path, text: str) -> float:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--nanogpt", type=pathlib.Path, default=pathlib.Path("/work/nanogpt"))
+    p.add_argument("--nanogpt", type=pathlib.Path, default=os.environ.get(NANOGPT_ENV), metavar="DIR",
+                   help=f"a nanoGPT checkout (default ${NANOGPT_ENV})")
     p.add_argument("--iters", type=int, default=2000)
     p.add_argument("--omp-passive", action="store_true",
                    help="run torch with OMP_WAIT_POLICY=PASSIVE (for a loaded machine; slower on a quiet one)")
@@ -158,20 +163,34 @@ def main() -> None:
                    help="train both with seeds 0..N-1, alternating nanoGPT and lmjax runs (nanoGPT's seed 1337 + k "
                         "through a patched copy of its train.py); ms/iteration is the median over the runs, the val "
                         "losses are means over seeds, and the JSON keeps every run")
-    p.add_argument("--scratch", type=pathlib.Path, default=pathlib.Path("/tmp/gpt_vs_nanogpt"))
+    p.add_argument("--scratch", type=pathlib.Path, default=None,
+                   help="working directory for both runs, emptied first (default: a new temporary directory)")
+    p.add_argument("--quick", action="store_true", help="a smoke run: 20 iterations, one seed")
     p.add_argument("--out", type=pathlib.Path,
-                   default=ROOT / "experiments" / "results" / "gpt_shakespeare_vs_nanogpt.json")
+                   default=ROOT / "experiments" / "results" / "gpt_shakespeare_vs_nanogpt.json",
+                   help="results JSON (default experiments/results/gpt_shakespeare_vs_nanogpt.json)")
     args = p.parse_args()
+    if args.quick:
+        args.iters, args.seeds = 20, 1
+    if args.nanogpt is None or not (args.nanogpt / "train.py").is_file():
+        where = f"no nanoGPT checkout at {args.nanogpt}" if args.nanogpt else "no nanoGPT checkout given"
+        sys.exit(f"error: {where}: clone https://github.com/karpathy/nanoGPT and pass --nanogpt DIR or set "
+                 f"{NANOGPT_ENV}=DIR")
     data_dir = args.nanogpt / "data" / "shakespeare_char"
     if not (data_dir / "val.bin").is_file():
-        raise SystemExit(f"{data_dir}/val.bin is missing: copy Tiny Shakespeare's input.txt into {data_dir} and run "
-                         f"its prepare.py there")
+        sys.exit(f"error: {data_dir}/val.bin is missing: copy Tiny Shakespeare's input.txt into {data_dir} and run "
+                 f"its prepare.py there")
+    temporary = args.scratch is None
+    if temporary:
+        args.scratch = pathlib.Path(tempfile.mkdtemp(prefix="gpt_vs_nanogpt-"))
     shutil.rmtree(args.scratch, ignore_errors=True)
     load_before = os.getloadavg()[0]
 
     from lmjax.config import get_preset
+    from lmjax.hardware import measure_matmul_peak
     from lmjax.models.gpt import make_task
-    from lmjax.train.peak import hardware_summary, measure_matmul_peak
+    from lmjax.results import write_results
+    from lmjax.train.task import Data
 
     peak_gflops = measure_matmul_peak("float32")
     nanos, lmjs = [], []
@@ -197,7 +216,8 @@ def main() -> None:
     mean = lambda key: statistics.mean(r[key] for r in runs)  # noqa: E731
     ms, nano_ms = (statistics.median(r[k] for r in runs) for k in ("ms_per_iter", "nanogpt_ms_per_iter"))
 
-    flops_per_token = make_task(get_preset("shakespeare_char"), meta["vocab_size"]).flops_per_token
+    vocab = Data(tokenizer=None, vocab_size=meta["vocab_size"], train=None)
+    flops_per_token = make_task(get_preset("shakespeare_char"), vocab).flops_per_token
     tokens = CONFIG["batch_size"] * CONFIG["block_size"]
     tok_s, nano_tok_s = tokens / (ms / 1e3), tokens / (nano_ms / 1e3)
     result = {
@@ -222,12 +242,12 @@ def main() -> None:
         "nanogpt_command": nanos[0]["command"],
         "loadavg_1m_before": load_before,
         "loadavg_1m_after": load_after,
-        "hardware": f"{hardware_summary()}, torch {torch_version()}",
-        "command": ".venv/bin/python benchmarks/gpt_vs_nanogpt.py " + " ".join(sys.argv[1:]),
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "torch": torch_version(),
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    # The peak this run measured, the MFU denominator, is the hardware line's too.
+    write_results(args.out, result, peak_gflops=peak_gflops, placeholders={NANOGPT_ENV: args.nanogpt})
+    if temporary:
+        shutil.rmtree(args.scratch, ignore_errors=True)
     print(f"{'':>12} {'ms/iter':>9} {'val loss':>9} {'full val':>9}")
     for r in runs:
         for name, pre in (("nanoGPT", "nanogpt_"), ("lmjax", "")):
@@ -240,4 +260,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.path.insert(0, str(ROOT))  # lmjax from this checkout, installed or not
+    from lmjax.runtime import run_script
+
+    run_script(main)

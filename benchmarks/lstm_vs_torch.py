@@ -1,6 +1,7 @@
 """The scanned LSTM of `lmjax.ops.recurrent` against PyTorch's `nn.LSTM`, forward + backward, in one run.
 
     python benchmarks/lstm_vs_torch.py            # Zaremba small: 2 layers x 200, batch 20, 35 steps
+    python benchmarks/lstm_vs_torch.py --quick --out /tmp/lstm.json   # 2 x 16, batch 4, 6 steps, 2 rounds of 2
 
 Both compute the same thing: a 2-layer LSTM over x [B, T, H] from a zero state, loss = Σ outputs², and the
 gradients of every weight and of x. lmjax's is one jit-compiled function (`recurrent.scan` per layer, the input
@@ -13,9 +14,7 @@ torch_ms_per_step, speedup = torch / lmjax).
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
-import os
 import pathlib
 import sys
 import time
@@ -31,10 +30,15 @@ def main() -> None:
     p.add_argument("--layers", type=int, default=2)
     p.add_argument("--iters", type=int, default=20)
     p.add_argument("--rounds", type=int, default=7)
-    p.add_argument("--out", default=str(ROOT / "experiments/results/lstm_vs_torch.json"))
+    p.add_argument("--quick", action="store_true", help="a smoke run: 2 x 16, batch 4, 6 steps, 2 rounds of 2 calls")
+    p.add_argument("--out", type=pathlib.Path, default=ROOT / "experiments/results/lstm_vs_torch.json",
+                   help="results JSON (default experiments/results/lstm_vs_torch.json)")
     args = p.parse_args()
+    if args.quick:
+        args.batch, args.steps, args.hidden, args.layers, args.iters, args.rounds = 4, 6, 16, 2, 2, 2
 
-    from lmjax.train.peak import hardware_summary, use_ynn_fusion
+    from lmjax.results import write_results
+    from lmjax.runtime import use_ynn_fusion
 
     use_ynn_fusion()
     import jax
@@ -101,15 +105,13 @@ def main() -> None:
         "ms_per_step": ms, "torch_ms_per_step": torch_ms, "speedup": torch_ms / ms, "median_ms": medians,
         "shape": {"batch": B, "steps": T, "hidden": H, "layers": L}, "rounds_ms": times,
         "torch": torch.__version__, "jax": jax.__version__,
-        "hardware": hardware_summary(), "load_avg_1m": os.getloadavg()[0],
-        "command": "python " + " ".join(["benchmarks/lstm_vs_torch.py", *sys.argv[1:]]),
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
     print(json.dumps(result, indent=1))
-    out = pathlib.Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=1) + "\n")
+    print(f"wrote {write_results(args.out, result)}")
 
 
 if __name__ == "__main__":
-    main()
+    sys.path.insert(0, str(ROOT))  # lmjax from this checkout, installed or not
+    from lmjax.runtime import run_script
+
+    run_script(main)

@@ -1,8 +1,9 @@
 """Matmul GFLOP/s on this machine: JAX (jit `jnp.dot`), NumPy, and PyTorch if installed, in fp32 and bf16.
 
-The fp32 JAX number is what lmjax uses as the CPU peak for MFU (`lmjax.train.peak.device_peak_flops`).
+The fp32 JAX number is what lmjax uses as the CPU peak for MFU (`lmjax.hardware.device_peak_flops`).
 
     .venv/bin/python benchmarks/matmul_peak.py [--sizes 1024 2048 4096] [--repeats 5] [--out PATH]
+    .venv/bin/python benchmarks/matmul_peak.py --quick --out /tmp/matmul.json    # n = 256, 3 repeats
 
 Writes benchmarks/results/matmul_peak.json (hardware, versions, command, date, load average) and prints a table.
 """
@@ -10,7 +11,6 @@ Writes benchmarks/results/matmul_peak.json (hardware, versions, command, date, l
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
 import platform
@@ -26,7 +26,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from lmjax.train.peak import _cpu_model, _n_cores  # noqa: E402
+from lmjax.results import write_results  # noqa: E402
 
 
 def gflops(fn, n: int, repeats: int) -> tuple[float, float]:
@@ -41,7 +41,7 @@ def gflops(fn, n: int, repeats: int) -> tuple[float, float]:
 
 
 def jax_runner(dtype: str, n: int):
-    # As lmjax.train.peak.measure_matmul_peak: jitted jnp.dot on device-resident inputs, synchronised each call.
+    # As lmjax.hardware.measure_matmul_peak: jitted jnp.dot on device-resident inputs, synchronised each call.
     ka, kb = jax.random.split(jax.random.key(0))
     a = jax.random.normal(ka, (n, n), jnp.float32).astype(dtype)
     b = jax.random.normal(kb, (n, n), jnp.float32).astype(dtype)
@@ -70,13 +70,9 @@ def torch_runner(dtype: str, n: int):
 RUNNERS = {"jax": jax_runner, "numpy": numpy_runner, "torch": torch_runner}
 
 
-def hardware() -> dict:
-    return {"cpu": _cpu_model(), "nproc": _n_cores(), "machine": platform.machine(),
-            "jax_devices": [str(d) for d in jax.devices()], "jax_backend": jax.default_backend()}
-
-
 def versions() -> dict:
-    out = {"python": platform.python_version(), "jax": jax.__version__, "numpy": np.__version__}
+    out = {"python": platform.python_version(), "machine": platform.machine(), "jax": jax.__version__,
+           "numpy": np.__version__}
     try:
         import torch
 
@@ -92,8 +88,12 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--sizes", type=int, nargs="+", default=[1024, 2048, 4096])
     p.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"], choices=["float32", "bfloat16"])
     p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "matmul_peak.json")
+    p.add_argument("--quick", action="store_true", help="a smoke run: n = 256, 3 repeats")
+    p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "matmul_peak.json",
+                   help="results JSON (default benchmarks/results/matmul_peak.json)")
     args = p.parse_args(argv)
+    if args.quick:
+        args.sizes, args.repeats = [256], 3
 
     load_before = os.getloadavg()
     results = []
@@ -110,20 +110,16 @@ def main(argv: list[str] | None = None) -> dict:
     report = {
         "benchmark": "matmul_peak",
         "unit": "GFLOP/s: 2 n^3 / median seconds (<lib>) and / fastest call (<lib>_best)",
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "command": " ".join([Path(sys.executable).name, *sys.argv]),
-        "hardware": hardware(),
         "versions": versions(),
-        "env": {k: os.environ.get(k, "") for k in ("XLA_FLAGS", "LD_PRELOAD", "JAX_PLATFORMS")},
+        "env": {"XLA_FLAGS": os.environ.get("XLA_FLAGS", ""), "JAX_PLATFORMS": os.environ.get("JAX_PLATFORMS", ""),
+                "LD_PRELOAD": " ".join(map(os.path.basename, os.environ.get("LD_PRELOAD", "").split()))},
         "loadavg_1m": {"before": round(load_before[0], 2), "after": round(os.getloadavg()[0], 2)},
         "repeats": args.repeats,
         "results": results,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=1) + "\n")
-
-    hw = report["hardware"]
-    print(f"\nmatmul GFLOP/s, median (best) of {args.repeats}, on {hw['cpu']} x{hw['nproc']} ({hw['jax_backend']});"
+    write_results(args.out, report)  # its hardware line carries lmjax's own (cached) fp32 peak, as every file does
+    hardware = json.loads(args.out.read_text())["hardware"]
+    print(f"\nmatmul GFLOP/s, median (best) of {args.repeats}, on {hardware};"
           f" 1-min load {report['loadavg_1m']['before']} -> {report['loadavg_1m']['after']}")
     head = f"{'library':8s} {'dtype':9s}" + "".join(f"{n:>16d}" for n in args.sizes)
     print(head + "\n" + "-" * len(head))
@@ -137,4 +133,6 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    from lmjax.runtime import run_script
+
+    run_script(main)

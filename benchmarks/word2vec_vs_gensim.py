@@ -4,6 +4,7 @@
     .venv/bin/python benchmarks/word2vec_vs_gensim.py --words 2000000 --epochs 1 --skipgram 256:32:64 1024:0
     .venv/bin/python benchmarks/word2vec_vs_gensim.py --hs                  # hierarchical softmax instead
     .venv/bin/python benchmarks/word2vec_vs_gensim.py --seeds 3             # seeds 0-2 each: means and spread
+    .venv/bin/python benchmarks/word2vec_vs_gensim.py --quick --out /tmp/w2v.json   # 20,000 words, 1 epoch
 
 Corpus: IMDB train + test reviews, lower-cased with text8-style cleaning (one sentence per review). Both train with
 dim 200, window 5, negative 5, sample 1e-3, min_count 5 (gensim: workers=2); with --hs, hierarchical softmax and no
@@ -14,7 +15,8 @@ all computed by lmjax's evaluation on both models' vectors. With --seeds K both 
 and the flat keys are means over the K runs (plus `_std` and `_runs`): gensim's threads race, so even one seed moves
 its WordSim-353 by several hundredths from run to run. Each algorithm runs in a process of its own. Writes
 experiments/results/word2vec_vs_gensim.json (full run) or benchmarks/results/word2vec_tuning.json (a slice or
-variants), with --hs *_hs.json.
+variants), with --hs *_hs.json. IMDB and the evaluation sets come from lmjax.data (`--data-dir`, else
+$LMJAX_DATA_DIR, else their download).
 """
 
 from __future__ import annotations
@@ -33,11 +35,10 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def _fast_env() -> None:
-    """Re-exec once with tcmalloc and the YNN fusion flag (lmjax.train.peak.cpu_fast_path); LMJAX_CPU_FAST=0: not."""
-    sys.path.insert(0, str(REPO))
+    """Re-exec once with tcmalloc and the YNN fusion flag (lmjax.runtime.cpu_fast_path); LMJAX_CPU_FAST=0: not."""
     if os.environ.get("LMJAX_CPU_FAST", "1") == "0":
         return
-    from lmjax.train.peak import cpu_fast_path
+    from lmjax.runtime import cpu_fast_path
 
     changes = cpu_fast_path()
     if changes and not os.environ.get("W2V_BENCH_CHILD"):
@@ -71,9 +72,14 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=1, help="train each system with seeds 0..K-1 (alternating) and "
                                                              "report the means, standard deviations and each run")
     parser.add_argument("--hs", action="store_true", help="hierarchical softmax, no negative sampling, for both")
-    parser.add_argument("--data-dir", default=os.environ.get("LMJAX_DATA_DIR", str(REPO.parent / "shared" / "data")))
+    parser.add_argument("--data-dir", default=None, help="raw datasets laid out like shared/data (default "
+                                                         "$LMJAX_DATA_DIR)")
+    parser.add_argument("--quick", action="store_true", help="a smoke run: the first 20,000 words, 1 epoch, both "
+                                                             "algorithms in this process")
     args = parser.parse_args()
-    if len(args.algorithms) > 1:  # one process per algorithm: see `separately`
+    if args.quick:
+        args.words, args.epochs = args.words or 20_000, 1
+    if len(args.algorithms) > 1 and not args.quick:  # one process per algorithm: see `separately`
         return separately(args)
     _fast_env()
     import jax
@@ -183,19 +189,18 @@ def separately(args) -> None:
 
 
 def write(results: dict, args) -> None:
-    sys.path.insert(0, str(REPO))
-    from lmjax.train.peak import hardware_summary
+    """The results so far, with the hardware (its load average at the end of the run), command and date."""
+    from lmjax.results import write_results
 
     full = not args.words and len(args.skipgram) == len(args.cbow) == 1
-    results.update(hardware=hardware_summary() + " at the end",
-                   command="python benchmarks/word2vec_vs_gensim.py " + " ".join(sys.argv[1:]),
-                   date=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
     out = Path(args.out) if args.out else REPO / (("experiments/results/word2vec_vs_gensim" if full else
                                                    "benchmarks/results/word2vec_tuning") + ("_hs" if args.hs else "")
                                                   + ".json")
-    out.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"wrote {out}", flush=True)
+    print(f"wrote {write_results(out, results)}", flush=True)
 
 
 if __name__ == "__main__":
-    main()
+    sys.path.insert(0, str(REPO))  # lmjax from this checkout, installed or not
+    from lmjax.runtime import run_script
+
+    run_script(main)

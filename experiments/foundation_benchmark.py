@@ -1,7 +1,8 @@
 """Foundation figures: this machine's fp32 matmul peak, the README demo's training tokens/s, MFU, eval loss and wall
 time, and the test suite's wall time. Writes experiments/results/foundation_benchmark.json.
 
-    .venv/bin/python experiments/foundation_benchmark.py [--suite]
+    .venv/bin/python experiments/foundation_benchmark.py [--suite] [--out PATH]
+    .venv/bin/python experiments/foundation_benchmark.py --quick --out /tmp/f.json   # n = 256 peak, gpt_smoke demo
 
 Each figure comes from a fresh process, as a user would run it: the peak from benchmarks/matmul_peak.py (best of
 the plain and the YNN-fusion XLA flags at 2048, fp32: the higher peak, so MFU is not flattered), the demo from the
@@ -11,49 +12,47 @@ the plain and the YNN-fusion XLA flags at 2048, fp32: the higher peak, so MFU is
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
 import pathlib
-import platform
 import subprocess
 import sys
 import tempfile
 import time
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-YNN = "--xla_cpu_experimental_ynn_fusion_type=dot,reduce"
 
 
-def hardware() -> str:
-    model = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
-                 platform.processor() or platform.machine())
-    mem_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return f"{model}, {os.cpu_count()} cores, {mem_gib:.0f} GiB, CPU only"
+def run(cmd: list[str], env: dict[str, str]) -> None:
+    """Run a command from the repository root; if it fails, end with its error output."""
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
+    if proc.returncode:
+        sys.exit(f"error: {' '.join(cmd[1:4])} ... failed:\n{proc.stderr[-3000:]}")
 
 
-def matmul_peak() -> float:
+def matmul_peak(n: int, repeats: int) -> float:
+    """The better fp32 JAX GFLOP/s of benchmarks/matmul_peak.py with plain XLA flags and with the YNN fusion flag."""
+    from lmjax.runtime import YNN_FLAG
+
     best = 0.0
-    for flags in ("", YNN):
-        with tempfile.NamedTemporaryFile(suffix=".json") as out:
-            env = {**os.environ, "XLA_FLAGS": flags, "JAX_PLATFORMS": "cpu"}
-            subprocess.run([sys.executable, "benchmarks/matmul_peak.py", "--sizes", "2048", "--dtypes", "float32",
-                            "--repeats", "9", "--out", out.name], cwd=ROOT, env=env, check=True,
-                           capture_output=True)
-            row = json.loads(pathlib.Path(out.name).read_text())["results"][0]
-            best = max(best, row["jax"])
+    for flags in ("", YNN_FLAG):
+        with tempfile.TemporaryDirectory() as tmp:
+            out = pathlib.Path(tmp) / "matmul_peak.json"
+            run([sys.executable, "benchmarks/matmul_peak.py", "--sizes", str(n), "--dtypes", "float32", "--repeats",
+                 str(repeats), "--out", str(out)], {**os.environ, "XLA_FLAGS": flags, "JAX_PLATFORMS": "cpu"})
+            best = max(best, json.loads(out.read_text())["results"][0]["jax"])
     return best
 
 
-def demo(peak_gflops: float) -> tuple[dict, float, str]:
-    workdir = tempfile.mkdtemp(prefix="lmjax-demo-")
-    cmd = ["lmjax", "train", "shakespeare_char", "--set", f"train.workdir={workdir}"]
-    env = {**os.environ, "LMJAX_PEAK_GFLOPS": f"{peak_gflops:.1f}"}
-    t0 = time.perf_counter()
-    subprocess.run([str(pathlib.Path(sys.executable).with_name("lmjax")), *cmd[1:]], cwd=ROOT, env=env, check=True,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    wall = time.perf_counter() - t0
-    return json.loads(pathlib.Path(workdir, "summary.json").read_text()), wall, " ".join(cmd[:3])
+def demo(peak_gflops: float, preset: str) -> tuple[dict, float, str]:
+    """`lmjax train PRESET` in a fresh process with `peak_gflops` as its MFU denominator: (summary, wall s, command)."""
+    with tempfile.TemporaryDirectory(prefix="lmjax-demo-") as workdir:
+        cmd = ["lmjax", "train", preset, "--set", f"train.workdir={workdir}"]
+        t0 = time.perf_counter()
+        run([str(pathlib.Path(sys.executable).with_name("lmjax")), *cmd[1:]],
+            {**os.environ, "LMJAX_PEAK_GFLOPS": f"{peak_gflops:.1f}"})
+        wall = time.perf_counter() - t0
+        return json.loads(pathlib.Path(workdir, "summary.json").read_text()), wall, " ".join(cmd[:3])
 
 
 def suite() -> float:
@@ -68,11 +67,16 @@ def suite() -> float:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--suite", action="store_true", help="also time the whole test suite (about 2-4 minutes)")
-    p.add_argument("--out", type=pathlib.Path, default=ROOT / "experiments" / "results" / "foundation_benchmark.json")
+    p.add_argument("--quick", action="store_true", help="a smoke run: the peak at n = 256, the gpt_smoke preset as "
+                                                        "the demo")
+    p.add_argument("--out", type=pathlib.Path, default=ROOT / "experiments" / "results" / "foundation_benchmark.json",
+                   help="results JSON (default experiments/results/foundation_benchmark.json)")
     args = p.parse_args()
-    peak = matmul_peak()
+    from lmjax.results import write_results
+
+    peak = matmul_peak(256, 3) if args.quick else matmul_peak(2048, 9)
     print(f"fp32 matmul peak: {peak:.0f} GFLOP/s", flush=True)
-    summary, wall, demo_cmd = demo(peak)
+    summary, wall, demo_cmd = demo(peak, "gpt_smoke" if args.quick else "shakespeare_char")
     print(f"demo ({demo_cmd}): eval loss {summary['eval_loss']:.4f}, {summary['tokens_per_s']:,.0f} tokens/s, "
           f"MFU {100 * summary['mfu']:.1f}%, wall {wall:.1f} s", flush=True)
     result = {
@@ -89,19 +93,17 @@ def main() -> None:
         print(f"test suite: {result['test_suite_s']:.0f} s")
     elif args.out.exists():
         result["test_suite_s"] = json.loads(args.out.read_text()).get("test_suite_s")
-    result.update(hardware=hardware(), command=" ".join(["python", "experiments/foundation_benchmark.py",
-                                                         *sys.argv[1:]]),
-                  date=datetime.date.today().isoformat())
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {args.out.relative_to(ROOT)}")
+    print(f"wrote {write_results(args.out, result, peak_gflops=peak)}")
 
 
 def _has_tcmalloc() -> bool:
-    from lmjax.train.peak import find_tcmalloc
+    from lmjax.runtime import find_tcmalloc
 
     return find_tcmalloc() is not None and os.environ.get("LMJAX_TCMALLOC", "1") != "0"
 
 
 if __name__ == "__main__":
-    main()
+    sys.path.insert(0, str(ROOT))  # lmjax from this checkout, installed or not
+    from lmjax.runtime import run_script
+
+    run_script(main)

@@ -1,19 +1,19 @@
 """Modified Kneser-Ney 5-gram on Penn Treebank against KenLM's `lmplz -o 5`, perplexities and speed in one run.
 
-    .venv/bin/python experiments/ptb_ngram.py [--order 5] [--repeats 3] [--lmplz PATH]
+    .venv/bin/python experiments/ptb_ngram.py [--order 5] [--repeats 3] [--kenlm-bin DIR] [--out PATH]
+    .venv/bin/python experiments/ptb_ngram.py --quick --out /tmp/ptb_ngram.json   # order 3 on 3,000 lines, once
 
 Both models are estimated from the same ptb.train.txt with PTB's `<unk>` written as `UNK` (lmplz refuses a literal
 `<unk>`; PTB's vocabulary is closed, so it is an ordinary word). Perplexity counts every word and every `</s>`
 (PTB convention); KenLM's figure is its own query (`kenlm.Model.score`) of lmplz's ARPA. Speed comes from
-benchmarks/ngram_vs_kenlm.py's `measure`, in this same run. Anchor: KN5 test 141.2 (Mikolov et al. 2011).
-Writes experiments/results/ptb_ngram.json.
+benchmarks/ngram_vs_kenlm.py's `measure`, in this same run, which also says where PTB and lmplz come from.
+Anchor: KN5 test 141.2 (Mikolov et al. 2011). Writes experiments/results/ptb_ngram.json.
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime
-import json
+import os
 import pathlib
 import sys
 import tempfile
@@ -21,7 +21,8 @@ import tempfile
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.ngram_vs_kenlm import find_lmplz, hardware, measure, ptb_unk_files  # noqa: E402
+from benchmarks.ngram_vs_kenlm import (KENLM_BIN_ENV, add_args, find_lmplz, measure, parse_args,  # noqa: E402
+                                       ptb_unk_files)
 
 
 def kenlm_perplexity(arpa: pathlib.Path, lines: list[str]) -> float:
@@ -34,17 +35,16 @@ def kenlm_perplexity(arpa: pathlib.Path, lines: list[str]) -> float:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--order", type=int, default=5)
-    p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--lmplz")
-    p.add_argument("--out", type=pathlib.Path, default=ROOT / "experiments" / "results" / "ptb_ngram.json")
-    args = p.parse_args()
+    add_args(p, ROOT / "experiments" / "results" / "ptb_ngram.json")
+    args = parse_args(p, default_repeats=3)
+    lmplz = find_lmplz(args.kenlm_bin)
     from lmjax.models.ngram import read_lines
+    from lmjax.results import write_results
 
     with tempfile.TemporaryDirectory() as tmp:
         work = pathlib.Path(tmp)
-        files = ptb_unk_files(work)
-        speed = measure(files, work, args.order, find_lmplz(args.lmplz), args.repeats)
+        files = ptb_unk_files(work, args.data_dir, args.lines)
+        speed = measure(files, work, args.order, lmplz, args.repeats)
         model = speed.pop("model")
         result = {"order": args.order}
         for split in ("valid", "test"):
@@ -60,14 +60,13 @@ def main() -> None:
                    "discounts": [list(map(float, d)) for d in model.discounts],
                    "valid_rel_diff": result["valid_ppl"] / result["kenlm_valid_ppl"] - 1,
                    "test_rel_diff": result["test_ppl"] / result["kenlm_test_ppl"] - 1,
-                   "hardware": hardware(), "command": "python experiments/ptb_ngram.py " + " ".join(sys.argv[1:]),
-                   "date": datetime.date.today().isoformat()})
+                   "train_lines": args.lines or "all"})
     for k, v in result.items():
         print(f"{k:>26}: {v}")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=1) + "\n")
-    print(f"wrote {args.out}")
+    print(f"wrote {write_results(args.out, result, placeholders={KENLM_BIN_ENV: os.path.dirname(lmplz)})}")
 
 
 if __name__ == "__main__":
-    main()
+    from lmjax.runtime import run_script
+
+    run_script(main)

@@ -34,7 +34,7 @@ from typing import Any, Callable, Sequence
 
 import jax
 
-from lmjax.train.peak import vendor_peak_flops
+from lmjax.hardware import vendor_peak_flops
 
 GiB = 1024**3
 
