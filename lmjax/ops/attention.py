@@ -100,11 +100,14 @@ def _as_4d(x: jax.Array) -> jax.Array:
 def causal_mask(q_len: int, kv_len: int | None = None, *, offset: int | jax.Array = 0) -> jax.Array:
     """bool [1, 1, T, S]: query i, at absolute position offset + i, sees keys j <= offset + i.
 
-    kv_len defaults to q_len. `offset` may be traced (the cache position while decoding).
+    kv_len defaults to q_len. `offset` may be traced (the cache position while decoding); an int [B] of per-row
+    offsets (rows of a batch at different cache positions) gives [B, 1, T, S].
     """
     kv_len = q_len if kv_len is None else kv_len
-    q_pos = offset + jnp.arange(q_len)[:, None]
-    return (jnp.arange(kv_len)[None, :] <= q_pos)[None, None]
+    offset = jnp.asarray(offset)
+    q_pos = offset[..., None, None] + jnp.arange(q_len)[:, None]  # [..., T, 1]
+    mask = jnp.arange(kv_len) <= q_pos  # [..., T, S]
+    return mask[None, None] if offset.ndim == 0 else mask[:, None]
 
 
 def padding_mask(valid: jax.Array) -> jax.Array:
