@@ -1,130 +1,111 @@
-"""Zaremba et al.'s PTB LSTMs trained with truncated BPTT, the hidden state carried across consecutive batches.
+"""Zaremba et al.'s PTB LSTMs with truncated BPTT, run as `lmjax train` and scored as `lmjax eval`.
 
-    python experiments/ptb_lstm.py                              # zaremba_small, 13 epochs -> results/ptb_lstm_small.json
-    python experiments/ptb_lstm.py --preset zaremba_medium --time-steps 50   # time 50 steps, project the full run
+    python experiments/ptb_lstm.py                          # zaremba_small, 13 epochs -> results/ptb_lstm_small.json
+    python experiments/ptb_lstm.py --preset zaremba_medium  # -> results/ptb_lstm_medium.json
+    python experiments/ptb_lstm.py --quick --out /tmp/q.json   # 30 steps of a 2x32 LSTM: a smoke check
 
-The Engine builds the mesh, the model, the sharded initial parameters and the data; this script runs the TBPTT epoch
-loop the engine lacks (its Task contract has no state between batches) with `rnn.make_tbptt_step`, one jit call of
-`train.steps_per_call` steps at a time, and evaluates with `rnn.stream_loss`: per epoch on validation in B=20
-contiguous rows (as Zaremba's code does), at the end on validation and test as one stream (batch 1, every token
-with its full left context). Perplexity = exp(mean token cross entropy).
+1. `lmjax train PRESET`: the engine's `tbptt` task of the RNN family (the state carried across consecutive batches,
+   checkpointed every epoch, so an interrupted run resumes where it stopped: run the same command again), Zaremba's
+   recipe as config (plain SGD, lr 1 decayed per epoch by the step schedule, the loss summed over time and averaged
+   over the batch, global-norm clipping). After each epoch it scores validation in B=20 contiguous rows, as
+   Zaremba's code does.
+2. `lmjax eval PRESET --split validation|test --set data.eval_batch_size=1`: the final perplexities with the whole
+   split as one stream (every token with its full left context). Perplexity = exp(mean token cross entropy).
+3. Writes the results JSON: final valid/test perplexities, the per-epoch validation curve, wall time, step time.
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
-import math
 import os
 import pathlib
+import subprocess
 import sys
 import time
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
+QUICK = ["model.hidden=32", "data.dataset=tiny_shakespeare", "data.tokenizer=char", "data.seq_len=64",
+         "train.steps=30", "train.eval_every=15", "train.checkpoint_every=15", "train.eval_batches=4",
+         "optim.decay_start=10", "optim.decay_every=10"]
+
+
+def lmjax(*argv: str, env: dict) -> str:
+    """Runs `lmjax ARGV` (as `python -m lmjax`, the same program) and returns its standard output."""
+    cmd = [sys.executable, "-m", "lmjax", *argv]
+    print("$ lmjax " + " ".join(argv), flush=True)
+    done = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, text=True)
+    if done.returncode:
+        sys.exit(f"error: `lmjax {' '.join(argv)}` exited with status {done.returncode}")
+    return done.stdout
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--preset", default="zaremba_small")
     p.add_argument("--set", action="append", default=[], help="config override key=value (repeatable)")
-    p.add_argument("--data-dir", default=os.environ.get("LMJAX_DATA_DIR", "/work/shared/data"))
-    p.add_argument("--time-steps", type=int, default=0, help="only time this many steps and project the full run")
+    p.add_argument("--data-dir", default=os.environ.get("LMJAX_DATA_DIR", ""),
+                   help="raw datasets laid out like shared/data (default $LMJAX_DATA_DIR)")
+    p.add_argument("--quick", action="store_true", help="a 2x32 LSTM on tiny_shakespeare for 30 steps")
     p.add_argument("--out", default="", help="results JSON (default experiments/results/ptb_lstm_<size>.json)")
-    p.add_argument("--steps-per-epoch", type=int, default=0, help="shorter epochs, for a quick check (0 = full)")
     args = p.parse_args()
+    if not args.data_dir and not args.quick:
+        sys.exit("error: PTB is read from a local directory: pass --data-dir DIR or set LMJAX_DATA_DIR (a directory "
+                 "laid out like shared/data, with ptb/ptb.train.txt ...)")
 
-    from lmjax.train.peak import hardware_summary, use_ynn_fusion
-
-    use_ynn_fusion()
-    import jax
-    import numpy as np
+    overrides = [*(QUICK if args.quick else []), *args.set]
+    if args.data_dir:
+        overrides.append(f"data.data_dir={args.data_dir}")
+    if args.quick:
+        overrides.append(f"train.workdir={ROOT / 'runs' / 'ptb_lstm_quick'}")
+    sets = [x for o in overrides for x in ("--set", o)]
+    env = dict(os.environ)
 
     from lmjax.config import get_preset
-    from lmjax.data import ContiguousStream, eval_windows, lm_corpus
-    from lmjax.models import rnn
-    from lmjax.train.engine import Engine
-    from lmjax.train.task import Data
+    from lmjax.train.rundir import workdir_for
 
-    cfg = get_preset(args.preset, [f"data.data_dir={args.data_dir}", *args.set])
-    d, m = cfg.data, cfg.model
-    corpus = lm_corpus(d)
-    steps_per_epoch = args.steps_per_epoch or (len(corpus.train) // d.batch_size - 1) // d.seq_len
-    engine = Engine(cfg, data=Data(corpus.tokenizer, corpus.tokenizer.vocab_size,
-                                   train=lambda i, n: ContiguousStream(corpus.train, d.batch_size, d.seq_len,
-                                                                       process_index=i, process_count=n)),
-                    total_steps=m.epochs * steps_per_epoch)
-    model = engine.task.model
-    stream = engine.data.train(jax.process_index(), jax.process_count())
-    tx, schedule = rnn.make_optimizer(cfg, steps_per_epoch)
-    state = engine.init_state()
-    state = state.replace(opt_state=tx.init(state.params))
-    n_params = rnn.count_params(state.params)
-    train_calls = jax.jit(rnn.make_tbptt_step(model, tx, schedule), donate_argnums=0)
-    evaluate = jax.jit(lambda params, windows: rnn.stream_loss(model, params, windows))
+    cfg = get_preset(args.preset, overrides)
+    workdir = workdir_for(cfg)
+    t0 = time.perf_counter()
+    print(lmjax("train", args.preset, *sets, env=env)[-2000:], flush=True)
+    train_wall = time.perf_counter() - t0
+    final = {}
+    for split in ("validation", "test"):
+        out = lmjax("eval", args.preset, *sets, "--split", split, "--set", "data.eval_batch_size=1", env=env)
+        final[split] = json.loads(out.strip().splitlines()[-1])
 
-    def ppl(tokens, batch):
-        windows = list(eval_windows(tokens, batch, d.seq_len))
-        stacked = {k: np.stack([w[k] for w in windows]) for k in windows[0]}
-        with engine.activate():
-            loss_sum, count = evaluate(state.params, stacked)
-        return math.exp(float(loss_sum) / float(count))
+    records = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    summary = json.loads((workdir / "summary.json").read_text())
+    steps_per_epoch = cfg.train.eval_every
+    history = [{"epoch": r["step"] / steps_per_epoch, "step": r["step"], "valid_ppl_b20": float(2.718281828459045
+                ** r["eval_loss"])} for r in records if r["split"] == "eval"]
+    train_records = [r for r in records if r["split"] == "train"]
+    rates = sorted(r["tokens_per_s"] for r in train_records[1:] if r.get("tokens_per_s"))  # [0]: compilation
+    median_rate = rates[len(rates) // 2] if rates else None
+    command = " && ".join([f"lmjax train {args.preset}{''.join(' --set ' + o for o in args.set)}",
+                           f"lmjax eval {args.preset} --split validation|test --set data.eval_batch_size=1"])
+    result = {
+        "valid_ppl": final["validation"]["perplexity"], "test_ppl": final["test"]["perplexity"],
+        "valid_tokens": final["validation"]["eval_tokens"], "test_tokens": final["test"]["eval_tokens"],
+        "steps": summary["step"], "epochs": summary["step"] / steps_per_epoch, "steps_per_epoch": steps_per_epoch,
+        "preset": cfg.name, "task": cfg.task,
+        # The training run's own figures (summary.json is written by the invocation that trained).
+        "train_wall_s": summary["wall_s"], "tokens_per_s": summary["tokens_per_s"],
+        "tokens_per_s_median_logged": median_rate,
+        "ms_per_step": 1000 * cfg.data.batch_size * cfg.data.seq_len / median_rate if median_rate else None,
+        "wall_s_this_invocation": train_wall,
+        "final_train_loss": train_records[-1]["loss"] if train_records else None,
+        "run_dir": str(workdir),
+        "history": history,
+    }
+    from lmjax.results import write_results
 
-    carry = rnn.init_carry(m, d.batch_size)
-    k = max(cfg.train.steps_per_call, 1)
-    total = args.time_steps or m.epochs * steps_per_epoch
-    print(f"{cfg.name}: {n_params:,} parameters, {steps_per_epoch} steps per epoch, {total} steps", flush=True)
-
-    out = pathlib.Path(args.out or ROOT / "experiments/results" /
-                       f"ptb_lstm_{cfg.name.removeprefix('zaremba_')}{'_timing' if args.time_steps else ''}.json")
-    progress = out.with_suffix(".progress.json")  # per-epoch numbers while the run goes on
-    history, t_start, step, eval_s = [], time.perf_counter(), 0, 0.0
-    t_epoch, t_warm = t_start, None
-    while step < total:
-        n = min(k, total - step, steps_per_epoch - step % steps_per_epoch)
-        batches = [next(stream) for _ in range(n)]
-        stacked = {key: np.stack([b[key] for b in batches]) for key in batches[0]}
-        with engine.activate():
-            state, carry, metrics = train_calls(state, carry, stacked)
-        step += n
-        if step == min(k, total):  # the first call compiles: time the rest
-            jax.block_until_ready(metrics)
-            t_warm = time.perf_counter()
-        if args.time_steps:
-            continue
-        if step % 100 < n:
-            print(f"  step {step} loss {float(metrics['loss'][-1]):.3f} lr {float(metrics['lr'][-1]):.4g}", flush=True)
-        if step % steps_per_epoch == 0:
-            epoch = step // steps_per_epoch
-            train_ppl = math.exp(float(np.mean(metrics["loss"])))
-            t_eval = time.perf_counter()
-            valid, test = ppl(corpus.valid, d.batch_size), ppl(corpus.test, d.batch_size)
-            now = time.perf_counter()
-            eval_s += now - t_eval
-            history.append({"epoch": epoch, "valid_ppl_b20": valid, "test_ppl_b20": test, "epoch_s": now - t_epoch,
-                            "lr": float(metrics["lr"][-1])})
-            print(f"epoch {epoch}: valid/test ppl (20 rows) {valid:.2f}/{test:.2f}, last-call train ppl "
-                  f"{train_ppl:.1f}, {now - t_epoch:.1f} s", flush=True)
-            progress.write_text(json.dumps({"preset": cfg.name, "history": history}, indent=1) + "\n")
-            t_epoch = now
-    jax.block_until_ready(state.params)
-    wall = time.perf_counter() - t_start
-    ms_per_step = 1000 * (time.perf_counter() - t_warm - eval_s) / max(total - min(k, total), 1)  # training only
-    common = {"preset": cfg.name, "params": n_params, "steps_per_epoch": steps_per_epoch,
-              "hardware": hardware_summary(), "load_avg_1m": os.getloadavg()[0],
-              "command": "python " + " ".join([f"experiments/{pathlib.Path(__file__).name}", *sys.argv[1:]]),
-              "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
-    if args.time_steps:
-        result = {**common, "timed_steps": total, "ms_per_step": ms_per_step,
-                  "epoch_s_projected": ms_per_step * steps_per_epoch / 1000,
-                  "total_s_projected": ms_per_step * steps_per_epoch * m.epochs / 1000, "epochs": m.epochs}
-    else:
-        result = {"valid_ppl": ppl(corpus.valid, 1), "test_ppl": ppl(corpus.test, 1), "epochs": m.epochs,
-                  "wall_s": wall, **common, "ms_per_step": ms_per_step,
-                  "epoch_s_mean": float(np.mean([h["epoch_s"] for h in history])), "history": history}
-    print(json.dumps(result, indent=1))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=1) + "\n")
+    out = pathlib.Path(args.out) if args.out else (
+        ROOT / "experiments/results" / f"ptb_lstm_{cfg.name.removeprefix('zaremba_')}.json")
+    path = write_results(out, result, command=f"{command} (python experiments/ptb_lstm.py "
+                                               f"{' '.join(sys.argv[1:])})".replace(" )", ")"))
+    print(path.read_text())
+    print(f"wrote {out}")
 
 
 if __name__ == "__main__":

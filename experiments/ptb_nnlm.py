@@ -1,6 +1,7 @@
 """Bengio's NNLM on Penn Treebank with the lmjax engine, alone and interpolated with a modified-KN 5-gram.
 
-    .venv/bin/python experiments/ptb_nnlm.py [--set key=value ...]
+    .venv/bin/python experiments/ptb_nnlm.py [--set key=value ...] [--out PATH]
+    .venv/bin/python experiments/ptb_nnlm.py --quick --out /tmp/nnlm.json   # 16-d, 32 units, 20 steps
 
 Trains the `nnlm_ptb` preset with `lmjax.train.loop.train` (overrides as on the lmjax command line), then scores
 every token of PTB valid and test (words and `<eos>`, contexts across sentences) exactly, with the parameters of the
@@ -14,8 +15,6 @@ feed-forward NNLM 140.2 test, interpolated with KN5 116.7. Writes experiments/re
 from __future__ import annotations
 
 import argparse
-import datetime
-import json
 import math
 import pathlib
 import sys
@@ -46,16 +45,25 @@ def token_logprobs(model, params, stream: np.ndarray, context: int, pad_id: int,
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--set", nargs="*", default=[], dest="overrides")
-    p.add_argument("--out", type=pathlib.Path, default=ROOT / "experiments" / "results" / "ptb_nnlm.json")
+    p.add_argument("--quick", action="store_true", help="a smoke run: a 16-d, 32-unit NNLM for 20 steps, its run "
+                                                        "directory beside --out")
+    p.add_argument("--out", type=pathlib.Path, default=ROOT / "experiments" / "results" / "ptb_nnlm.json",
+                   help="results JSON (default experiments/results/ptb_nnlm.json)")
     args = p.parse_args()
-    from lmjax.train.peak import hardware_summary, use_ynn_fusion
+    if args.quick:
+        args.overrides = ["model.embed_dim=16", "model.hidden=32", "data.batch_size=64", "train.steps=20",
+                          "train.eval_every=10", "train.eval_batches=2", "train.checkpoint_every=10",
+                          "train.log_every=10", "train.progress=false",
+                          f"train.workdir={args.out.parent.resolve() / 'runs' / 'nnlm_ptb_quick'}", *args.overrides]
+    from lmjax.results import write_results
+    from lmjax.runtime import use_ynn_fusion
 
     use_ynn_fusion()  # XLA's fused CPU kernels; before the first computation
     from lmjax.config import get_preset
     from lmjax.data import lm_corpus
     from lmjax.data.builders import load_text
     from lmjax.models.ngram import NGramModel
-    from lmjax.models.nnlm import make_task, nearest_neighbours
+    from lmjax.models.nnlm import nearest_neighbours
     from lmjax.train.checkpoint import Checkpointer
     from lmjax.train.engine import Engine
     from lmjax.train.loop import train
@@ -71,7 +79,7 @@ def main() -> None:
         params = ckpt.restore(engine.abstract_state(), best_step)[1].params
     corpus = lm_corpus(cfg.data)
     tok, context = corpus.tokenizer, cfg.model.context
-    model = make_task(cfg, tok.vocab_size).model
+    model = engine.task.model
     nn_logp = {s: token_logprobs(model, params, getattr(corpus, s), context, tok.eos_id) for s in ("valid", "test")}
 
     kn_lines = {s: load_text("ptb", split, data_dir=cfg.data.data_dir or None).replace("<unk>", "UNK").splitlines()
@@ -98,16 +106,14 @@ def main() -> None:
                                                       "word_dropout")},
         "nearest_neighbours": nearest_neighbours(params, tok, WORDS),
         "one_hot_cosine": 0.0,
-        "hardware": hardware_summary(),
-        "command": "python experiments/ptb_nnlm.py " + " ".join(sys.argv[1:]),
-        "date": datetime.date.today().isoformat(),
     }
     for k, v in report.items():
         print(f"{k:>24}: {v}")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=1) + "\n")
-    print(f"wrote {args.out}")
+    print(f"wrote {write_results(args.out, report)}")
 
 
 if __name__ == "__main__":
-    main()
+    sys.path.insert(0, str(ROOT))  # lmjax from this checkout, installed or not
+    from lmjax.runtime import run_script
+
+    run_script(main)

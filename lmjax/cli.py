@@ -7,25 +7,46 @@
     lmjax config PRESET [--set ...]                 print the resolved config as JSON
     lmjax compile PRESET --topology v5e:2x4 [--set ...]   TPU memory/FLOPs report from the real compiler
     lmjax ngram {build,score,ppl,next,fill,compare} count-based n-gram LMs (ARPA files, KenLM-compatible)
+    lmjax word2vec {train,neighbours,analogy,similarity,evaluate,plot}   word vectors (skip-gram, CBOW)
+    lmjax --version
 
-Errors a user can cause (unknown preset or key, bad value, missing data, broken checkpoint) print one line naming the
-fix and exit with status 2, never a stack trace.
+Errors a user can cause (unknown preset or key, bad value, missing data, broken checkpoint, a full or read-only disk,
+a run directory another run holds) print one line naming the fix and exit with status 2, never a stack trace
+(`--debug` or LMJAX_DEBUG=1 adds the traceback and the libraries' own diagnostics). SIGINT (Ctrl-C) and SIGTERM stop
+`lmjax train` after the current compiled call with a checkpoint of the last completed step and one line saying how to
+resume; the exit status is 130 or 143.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import math
 import os
 import sys
 import time
 
+log = logging.getLogger("lmjax.cli")
+
+
+def version() -> str:
+    """The installed distribution's version, else the package's `__version__` (a checkout on sys.path)."""
+    from importlib import metadata
+
+    try:
+        return metadata.version("lmjax")
+    except metadata.PackageNotFoundError:
+        import lmjax
+
+        return lmjax.__version__
+
 
 def _user_errors() -> tuple[type[BaseException], ...]:
+    """Exceptions whose message is the whole story: printed as one line, exit status 2."""
     from lmjax.config import ConfigError
 
-    errors: list[type[BaseException]] = [ConfigError]
+    errors: list[type[BaseException]] = [ConfigError, FloatingPointError]  # the loop's "loss became nan: lower lr"
     try:
         from lmjax.data import DataError
 
@@ -33,9 +54,65 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     except ImportError:
         pass
     from lmjax.train.checkpoint import CheckpointError
+    from lmjax.train.lock import LockError
 
-    errors.append(CheckpointError)
+    errors += [CheckpointError, LockError]
     return tuple(errors)
+
+
+def _expected_failure(e: BaseException) -> str | None:
+    """The one line for an error a user can fix, or None for a bug (which keeps its traceback)."""
+    if isinstance(e, _user_errors()):
+        return str(e)
+    from lmjax.train.checkpoint import storage_error
+
+    found = storage_error(e)  # a full, read-only or unwritable disk, from Python or from TensorStore
+    if found is not None:
+        what, fix, path = found
+        return f"cannot write {path or 'to the run directory'}: {what}; {fix}"
+    if isinstance(e, OSError):  # the environment, not lmjax: name the file and the system's reason
+        where = f" {e.filename}" if e.filename else ""
+        return f"cannot access{where}: {e.strerror or e}; check the path and its permissions"
+    return None
+
+
+class _LogFormat(logging.Formatter):
+    """lmjax's status lines as they are; warnings and errors prefixed like the CLI's own errors."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        message = record.getMessage()
+        if record.levelno >= logging.ERROR:
+            return f"error: {message}"
+        if record.levelno >= logging.WARNING:
+            return f"warning: {message}"
+        return message
+
+
+def _setup_logging(debug: bool) -> None:
+    """stderr: everyone's warnings, and on a terminal lmjax's INFO status lines (dataset preparation, tokenizer
+    fitting, evaluation: nothing long is silent); with --debug, every library's INFO records, with their names.
+    Status lines stay off when stderr is a file or a pipe, so that an error there is the one line it says."""
+    handler = logging.StreamHandler(sys.stderr)
+    if debug:
+        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    else:
+        status = sys.stderr.isatty()
+        handler.setFormatter(_LogFormat())
+        handler.addFilter(lambda r: r.levelno >= logging.WARNING or (status and r.name.split(".")[0] == "lmjax"))
+    root = logging.getLogger()
+    for h in list(root.handlers):  # absl's import-time basicConfig handler, if it came first
+        root.removeHandler(h)
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+
+
+def _quiet_after_failure() -> None:
+    """Once a failure is reported, what background threads and exit hooks say about it is noise (an Orbax thread's
+    copy of the same error, a TensorBoard writer that cannot flush to the full disk)."""
+    import threading
+
+    sys.unraisablehook = lambda unraisable: None
+    threading.excepthook = lambda args: None
 
 
 def _config(args):
@@ -43,7 +120,7 @@ def _config(args):
 
     cfg = get_preset(args.preset, args.set or [])
     if args.as_program and args.command in ("train", "eval", "generate") and cfg.train.dtype == "float32":
-        from lmjax.train.peak import use_ynn_fusion
+        from lmjax.runtime import use_ynn_fusion
 
         use_ynn_fusion()
     return cfg
@@ -52,10 +129,17 @@ def _config(args):
 def cmd_presets(args) -> int:
     from lmjax.config import list_presets
 
+    from lmjax.config import get_preset
+    from lmjax.train.task import list_tasks
+
     presets = list_presets()
-    width = max(map(len, presets))
+    tasks = {name: (lambda c: f"{c.family}/{c.task}")(get_preset(name)) for name in presets}
+    width, task_width = max(map(len, presets)), max(map(len, tasks.values()))
     for name, desc in presets.items():
-        print(f"{name:<{width}}  {desc}")
+        print(f"{name:<{width}}  {tasks[name]:<{task_width}}  {desc}")
+    print("\ntasks (family/task; a preset's task is config key `task`):")
+    for (family, task), spec in list_tasks().items():
+        print(f"  {family + '/' + task:<{task_width}}  {spec.description}")
     return 0
 
 
@@ -83,7 +167,11 @@ def cmd_train(args) -> int:
         line += f"  eval loss {result.eval_loss:.4f} (ppl {math.exp(result.eval_loss):.2f})"
     print(line)
     if result.losses:
-        print(f"{result.tokens_per_s:,.0f} tokens/s  MFU {100 * result.mfu:.1f}%  wall {result.wall_s:.1f} s")
+        if result.tokens_per_s > 0:
+            rate = f"{result.tokens_per_s:,.0f} tokens/s  MFU {100 * result.mfu:.1f}%"
+        else:  # every call of the run included its compilation: nothing steady to time
+            rate = "tokens/s n/a (too few steps to time past compilation)"
+        print(f"{rate}  wall {result.wall_s:.1f} s")
     if result.sample is not None:
         print("sample:\n" + result.sample)
     return 0
@@ -95,15 +183,18 @@ def _restore(cfg, *, need_data: bool):
     from lmjax.train.checkpoint import CheckpointError, Checkpointer
     from lmjax.train.engine import Engine
     from lmjax.train.loop import workdir_for
-    from lmjax.train.peak import enable_compilation_cache
+    from lmjax.runtime import enable_compilation_cache
     from lmjax.train.task import Data
 
     enable_compilation_cache()
     workdir = workdir_for(cfg)
-    ckpt = Checkpointer(workdir / "checkpoints", keep=cfg.train.keep_checkpoints, best_metric=None)
-    if ckpt.latest_step() is None:
-        raise CheckpointError(f"no checkpoint under {workdir / 'checkpoints'}: run `lmjax train {cfg.name}` first "
+    missing = CheckpointError(f"no checkpoint under {workdir / 'checkpoints'}: run `lmjax train {cfg.name}` first "
                               "(with the same --set overrides)")
+    if not (workdir / "checkpoints").is_dir():  # opening it would create it
+        raise missing
+    ckpt = Checkpointer(workdir / "checkpoints", keep=cfg.train.keep_checkpoints, best_metric=None)
+    if ckpt.latest_step() is None and not ckpt.set_aside:  # set-aside steps: restore() names them in its error
+        raise missing
     data = None
     if not need_data:
         tok = load_tokenizer(workdir / "tokenizer")
@@ -115,28 +206,70 @@ def _restore(cfg, *, need_data: bool):
 
 
 def cmd_eval(args) -> int:
-    cfg = _config(args)
-    engine, state, step = _restore(cfg, need_data=True)
-    batches = None
-    if args.split == "test":
-        from lmjax.data import eval_windows, lm_corpus
+    from lmjax.config import ConfigError
 
-        corpus = lm_corpus(cfg.data, engine.data.tokenizer)
-        if corpus.test is None:
-            raise SystemExit(f"error: dataset {cfg.data.dataset!r} has no test split")
-        batches = eval_windows(corpus.test, cfg.data.batch_size, cfg.data.seq_len)
-    out = engine.evaluate(state.params, batches)
-    print(json.dumps({"step": step, "split": args.split, **out, "perplexity": math.exp(out["eval_loss"])}))
+    if args.max_batches is not None and args.max_batches < 1:
+        raise ConfigError(f"--max-batches={args.max_batches} is invalid: it must be >= 1 (leave it out for the whole "
+                          "split)")
+    cfg = _config(args)
+    log.info("loading %s and the latest checkpoint of %s", cfg.data.dataset, cfg.name)
+    engine, state, step = _restore(cfg, need_data=True)
+    scope = "the whole split" if args.max_batches is None else f"its first {args.max_batches} batches"
+    log.info("evaluating step %d on the %s split (%s)", step, args.split, scope)
+    out = engine.evaluate(state.params, split=args.split, max_batches=args.max_batches)  # None: all batches, exact
+    if not out:
+        from lmjax.config import ConfigError
+
+        raise ConfigError(f"dataset {cfg.data.dataset!r} has no {args.split} split for task {cfg.task!r}: "
+                          "choose another --split")
+    if args.max_batches is not None:
+        out["max_batches"] = args.max_batches
+    print(json.dumps({"step": step, "split": args.split, **out, "perplexity": math.exp(min(out["eval_loss"], 700))}))
     return 0
+
+
+def _check_sampling_args(args) -> None:
+    """One-line ConfigErrors for `lmjax generate`'s flags, before a checkpoint is read."""
+    from lmjax.config import ConfigError
+    from lmjax.ops.sampling import check_sampling
+
+    if args.max_new_tokens < 1:
+        raise ConfigError(f"--max-new-tokens={args.max_new_tokens} is invalid: it must be >= 1")
+    try:
+        check_sampling(args.temperature, args.top_k, args.top_p,
+                       names={"temperature": "--temperature", "top_k": "--top-k", "top_p": "--top-p"})
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    if not args.prompt:
+        raise ConfigError("--prompt is empty: give at least one character (the default is a newline)")
+    try:
+        args.prompt.encode("utf-8")
+    except UnicodeEncodeError as e:  # argv bytes that are not UTF-8 arrive as lone surrogates U+DC80..U+DCFF
+        code = ord(e.object[e.start])
+        what = f"byte 0x{code - 0xDC00:02x}" if 0xDC80 <= code <= 0xDCFF else f"U+{code:04X}"
+        raise ConfigError(f"--prompt is not UTF-8 text ({what} at character {e.start}): pass UTF-8, e.g. "
+                          "through `iconv -t utf-8`") from None
 
 
 def cmd_generate(args) -> int:
     import jax
 
+    from lmjax.config import ConfigError
+
+    _check_sampling_args(args)
     cfg = _config(args)
     engine, state, step = _restore(cfg, need_data=False)
     if engine.task.sample_fn is None:
-        raise SystemExit(f"error: model family {cfg.family!r} does not generate text")
+        raise ConfigError(f"model family {cfg.family!r} (task {cfg.task!r}) does not generate text: "
+                          f"`lmjax eval {cfg.name}` reports its loss")
+    ids = engine.data.tokenizer.encode(args.prompt)
+    if len(ids) == 0:
+        raise ConfigError(f"--prompt {args.prompt!r} encodes to no tokens with this run's tokenizer: give text "
+                          "it has tokens for")
+    context = getattr(cfg.model, "block_size", None)
+    if context and len(ids) > context:
+        print(f"warning: the prompt is {len(ids)} tokens, longer than the model's context (model.block_size="
+              f"{context}): only its last {context} tokens are kept", file=sys.stderr)
     kwargs = dict(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p)
     key = jax.random.PRNGKey(args.seed)
     engine.task.sample_fn(state.params, engine.data.tokenizer, args.prompt, args.max_new_tokens, key, **kwargs)
@@ -151,6 +284,10 @@ def cmd_generate(args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="lmjax", description="Language models in JAX, from n-grams to BERT.")
+    p.add_argument("--version", action="version", version=f"lmjax {version()}")
+    p.add_argument("--debug", action="store_true",
+                   help="on errors, print the traceback and the libraries' diagnostics (also LMJAX_DEBUG=1); "
+                        "accepted anywhere on the command line")
     sub = p.add_subparsers(dest="command", required=True)
 
     def with_preset(name, help_):
@@ -165,6 +302,8 @@ def build_parser() -> argparse.ArgumentParser:
     with_preset("train", "train a preset").set_defaults(fn=cmd_train)
     ev = with_preset("eval", "evaluate the latest checkpoint")
     ev.add_argument("--split", choices=("validation", "test"), default="validation")
+    ev.add_argument("--max-batches", type=int, default=None, metavar="N",
+                    help="score only the first N evaluation batches (default: the whole split, exact)")
     ev.set_defaults(fn=cmd_eval)
     gen = with_preset("generate", "sample text from the latest checkpoint")
     gen.add_argument("--prompt", default="\n")
@@ -176,33 +315,68 @@ def build_parser() -> argparse.ArgumentParser:
     gen.set_defaults(fn=cmd_generate)
     sub.add_parser("compile", help="compile a preset's train step ahead of time for a TPU topology (needs libtpu)")
     sub.add_parser("ngram", help="count-based n-gram LMs: build, score, ppl, next, fill, compare (see -h)")
+    sub.add_parser("word2vec", help="word vectors, skip-gram or CBOW: train, neighbours, analogy, similarity, "
+                                    "evaluate, plot (see -h)")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     raw = sys.argv[1:] if argv is None else list(argv)
+    if "--debug" in raw:  # anywhere: `lmjax train gpt_smoke --debug` as well as `lmjax --debug train ...`
+        raw.remove("--debug")
+        os.environ["LMJAX_DEBUG"] = "1"  # read by lmjax.train.checkpoint's filters, and by a re-executed child
     if raw[:1] == ["ngram"]:  # commands with parsers of their own (argparse's REMAINDER would swallow a leading -h)
         from lmjax.models import ngram
 
         return ngram.main(raw[1:])
+    if raw[:1] == ["word2vec"]:
+        from lmjax.models import word2vec
+
+        return word2vec.main(raw[1:])
     if raw[:1] == ["compile"]:
-        from lmjax.parallel import compile_cli
+        from lmjax.train import compile_cli
 
         return compile_cli.main(raw[1:])
-    args = build_parser().parse_args(argv)
-    args.as_program = argv is None  # process-wide environment changes only when run as the `lmjax` program
-    if args.as_program and args.command in ("train", "eval", "generate"):
-        from lmjax.train.peak import reexec_with_tcmalloc
+    from lmjax.train import interrupt  # signal handlers first, before JAX's import: no Ctrl-C is ever lost
+
+    with interrupt.signals(exit_at_once=True):  # before the training loop a signal just ends the process
+        try:
+            return _run(raw, as_program=argv is None)
+        except interrupt.Interrupted as e:
+            if argv is None:
+                _quiet_after_failure()
+            print(e.message(), file=sys.stderr, flush=True)
+            return e.exit_code
+        except KeyboardInterrupt:  # handlers could not be installed (not the main thread)
+            print("interrupted by SIGINT: nothing was saved; run the same command again", file=sys.stderr, flush=True)
+            return 130
+
+
+def _run(raw: list[str], *, as_program: bool) -> int:
+    """Parse, run the command, and turn an expected failure into one line and status 2."""
+    args = build_parser().parse_args(raw)
+    args.as_program = as_program  # process-wide environment changes only when run as the `lmjax` program
+    debug = os.environ.get("LMJAX_DEBUG", "").lower() in ("1", "true", "yes")  # as lmjax.train.checkpoint reads it
+    if as_program:
+        _setup_logging(debug)
+    if as_program and args.command in ("train", "eval", "generate"):
+        from lmjax.runtime import reexec_with_tcmalloc
 
         reexec_with_tcmalloc([sys.executable, "-m", "lmjax", *sys.argv[1:]])
     try:
         return args.fn(args)
-    except _user_errors() as e:
-        print(f"error: {e}", file=sys.stderr)
+    except Exception as e:  # noqa: BLE001 - sorted into expected failures (one line) and bugs (traceback)
+        line = _expected_failure(e)
+        if line is None:
+            raise
+        if debug:
+            import traceback
+
+            traceback.print_exc()
+        elif as_program:
+            _quiet_after_failure()
+        print(f"error: {line}", file=sys.stderr, flush=True)
         return 2
-    except KeyboardInterrupt:
-        print("interrupted: the latest checkpoint is kept; run the same command to resume", file=sys.stderr)
-        return 130
 
 
 if __name__ == "__main__":

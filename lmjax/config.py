@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -35,6 +37,7 @@ DEFAULT_RULES: tuple[tuple[str, Any], ...] = (
     ("hidden", "tensor"),  # recurrent state / gate units
     ("gates", None),
     ("positions", None),
+    ("segments", None),  # segment (token-type) embedding rows
     ("layers", None),
     ("classes", None),
 )
@@ -50,13 +53,21 @@ class MeshConfig:
     rules: tuple[tuple[str, Any], ...] = DEFAULT_RULES
 
 
+OPTIMIZERS = ("adamw", "sgd", "adagrad")
+SCHEDULES = ("cosine", "linear", "inverse_sqrt", "constant", "step")
+LOSS_NORMS = ("token", "sequence")  # what the summed loss's gradient is divided by
+
+
 @dataclass(frozen=True)
 class OptimConfig:
     name: str = "adamw"  # adamw | sgd | adagrad
     lr: float = 1e-3
     end_lr: float = 0.0  # final learning rate of the decay (cosine / linear)
-    schedule: str = "cosine"  # cosine | linear | inverse_sqrt | constant
+    schedule: str = "cosine"  # cosine | linear | inverse_sqrt | constant | step
     warmup_steps: int = 0
+    decay_start: int = 0  # step schedule: steps at the full lr before the first decay
+    decay_every: int = 0  # step schedule: lr *= decay_rate every decay_every steps from decay_start on
+    decay_rate: float = 1.0  # step schedule
     weight_decay: float = 0.0
     b1: float = 0.9
     b2: float = 0.99
@@ -66,16 +77,20 @@ class OptimConfig:
     grad_accum: int = 1  # micro-batches per optimizer step
     freeze: tuple[str, ...] = ()  # regexes over '/'-joined parameter paths; matches get zero updates
     decay_mask: str = "ndim>=2"  # which parameters get weight decay: "ndim>=2" or "all"
+    loss_norm: str = "token"  # gradient of the loss summed over the batch, divided by: "token" count | "sequence" count
 
 
 @dataclass(frozen=True)
 class DataConfig:
     dataset: str = "tiny_shakespeare"
     tokenizer: str = "char"  # char | word | wordpiece | bpe
+    tokenizer_dir: str = ""  # load this saved tokenizer (e.g. runs/gpt_imdb/tokenizer) instead of fitting one
     vocab_size: int = 0  # for trained tokenizers (word/wordpiece/bpe); 0 = tokenizer default
     min_freq: int = 1  # word tokenizer frequency cut-off
     seq_len: int = 256
     batch_size: int = 64  # global batch (all devices, all hosts), per micro-batch
+    eval_batch_size: int = 0  # global batch of evaluation; 0 = batch_size
+    max_examples: int = 0  # use only the first N training examples of an example-based task (0 = all)
     data_dir: str = ""  # local data directory; "" = $LMJAX_DATA_DIR or the package's embedded default
     seed: int = 0
 
@@ -88,7 +103,8 @@ class TrainConfig:
     log_every: int = 10
     checkpoint_every: int = 1000
     keep_checkpoints: int = 3
-    best_metric: str = "eval_loss"  # "" keeps no best checkpoint
+    best_metric: str = "eval_loss"  # any metric evaluation reports (eval_loss, eval_accuracy, ...); "" keeps none
+    best_mode: str = "auto"  # min | max | auto (max for accuracy, f1, bleu and the like; min otherwise)
     seed: int = 0
     workdir: str = "runs/{name}"
     dtype: str = "float32"  # compute dtype: float32 | bfloat16 (params, norms, softmax, loss stay fp32)
@@ -97,6 +113,9 @@ class TrainConfig:
     sample_prompt: str = "\n"
     progress: bool = True
     resume: bool = True
+    init_from: str = ""  # a run directory (or its checkpoints/ dir) whose latest parameters start a fresh run
+    init_source: str = ""  # '/'-path of the subtree of those parameters to load ("" = all of them)
+    init_target: str = ""  # '/'-path in this model's parameters where that subtree goes ("" = the root)
     tensorboard: bool = True
     plot: bool = True
 
@@ -105,6 +124,7 @@ class TrainConfig:
 class RunConfig:
     name: str
     model: Any  # a model family's frozen config dataclass, with a class attribute `family`
+    task: str = "lm"  # a task the family registered (`lmjax presets` lists them): lm, classify, tbptt, translate
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     mesh: MeshConfig = field(default_factory=MeshConfig)
@@ -248,6 +268,8 @@ def apply_overrides(cfg: Any, overrides: typing.Sequence[str]) -> Any:
             raise ConfigError(f"override {item!r} must look like key=value, e.g. optim.lr=3e-4")
         key, text = item.split("=", 1)
         cfg = _set(cfg, key.strip().split("."), text.strip(), key.strip(), cfg)
+    if isinstance(cfg, RunConfig):
+        validate(cfg)
     return cfg
 
 
@@ -283,3 +305,112 @@ def to_dict(cfg: Any) -> dict:
         else:
             out[f.name] = v
     return out
+
+
+# ---------------------------------------------------------------------------------------------------- validation
+
+DTYPES = ("float32", "bfloat16")  # train.dtype: the matmuls' compute dtype
+TOKENIZERS = ("char", "word", "wordpiece", "bpe")
+DECAY_MASKS = ("ndim>=2", "all")
+BEST_MODES = ("min", "max", "auto")
+
+
+def _in(choices: typing.Sequence) -> tuple[Callable[[Any], bool], str]:
+    return (lambda v: v in choices), f"one of {', '.join(map(str, choices))}"
+
+
+def _at_least(low: float, note: str = "") -> tuple[Callable[[Any], bool], str]:
+    return (lambda v: v >= low), f">= {low}{note}"
+
+
+def _unit(*, open_low: bool = False, closed_high: bool = False) -> tuple[Callable[[Any], bool], str]:
+    """[0, 1) by default; (0, 1] with open_low and closed_high."""
+    return ((lambda v: (0 < v if open_low else 0 <= v) and (v <= 1 if closed_high else v < 1)),
+            f"in {'(' if open_low else '['}0, 1{']' if closed_high else ')'}")
+
+
+def _shared_rules() -> dict[str, tuple[Callable[[Any], bool], str]]:
+    """Allowed values of the shared sections' settings, by dotted key. Counts and sizes are >= 1, intervals >= 0
+    (0 turns the thing off), rates > 0, probabilities and betas in [0, 1)."""
+
+    positive = _at_least(1)
+    off = _at_least(0, " (0 = off)")
+    return {
+        "data.tokenizer": _in(TOKENIZERS),
+        "data.vocab_size": _at_least(0, " (0 = the tokenizer's default)"),
+        "data.min_freq": positive,
+        "data.seq_len": positive,
+        "data.batch_size": positive,
+        "data.eval_batch_size": _at_least(0, " (0 = data.batch_size)"),
+        "data.max_examples": _at_least(0, " (0 = all)"),
+        "data.seed": _at_least(0),
+        "optim.name": _in(OPTIMIZERS),
+        "optim.lr": ((lambda v: v > 0), "> 0"),
+        "optim.end_lr": _at_least(0),
+        "optim.schedule": _in(SCHEDULES),
+        "optim.warmup_steps": _at_least(0),
+        "optim.decay_start": _at_least(0),
+        "optim.decay_every": off,
+        "optim.decay_rate": _unit(open_low=True, closed_high=True),
+        "optim.weight_decay": _at_least(0),
+        "optim.b1": _unit(),
+        "optim.b2": _unit(),
+        "optim.eps": ((lambda v: v > 0), "> 0"),
+        "optim.momentum": _unit(),
+        "optim.grad_accum": positive,
+        "optim.decay_mask": _in(DECAY_MASKS),
+        "optim.loss_norm": _in(LOSS_NORMS),
+        "mesh.data": ((lambda v: v == -1 or v >= 1), ">= 1, or -1 (the devices left after fsdp and tensor)"),
+        "mesh.fsdp": positive,
+        "mesh.tensor": positive,
+        "train.steps": positive,
+        "train.eval_every": off,
+        "train.eval_batches": _at_least(0, " (0 = the whole split)"),
+        "train.log_every": positive,
+        "train.checkpoint_every": _at_least(0, " (0 = only at the end)"),
+        "train.keep_checkpoints": positive,
+        "train.best_mode": _in(BEST_MODES),
+        "train.seed": _at_least(0),
+        "train.dtype": _in(DTYPES),
+        "train.steps_per_call": positive,
+        "train.sample_tokens": _at_least(0, " (0 = no sample)"),
+    }
+
+
+def _leaves(node: Any, prefix: str = "") -> typing.Iterator[tuple[str, Any]]:
+    for f in dataclasses.fields(node):
+        value = getattr(node, f.name)
+        if dataclasses.is_dataclass(value):
+            yield from _leaves(value, f"{prefix}{f.name}.")
+        else:
+            yield prefix + f.name, value
+
+
+def validate(cfg: RunConfig) -> RunConfig:
+    """Check every setting of `cfg`; the first bad one is a one-line `ConfigError` naming the key and what it allows.
+
+    Run at the end of `apply_overrides` (so by `get_preset`, `lmjax config` and `lmjax train` alike) and by the
+    training loop. Every float anywhere in the tree must be finite; the shared sections follow `_shared_rules`;
+    the model section is checked by its config class's `validate(self)` when it has one. What needs the data
+    (vocabulary sizes, divisibility by the mesh) is checked when the model and the mesh are built.
+    """
+    for key, value in _leaves(cfg):
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{key}={value} must be a finite number")
+    values = dict(_leaves(cfg))
+    for key, (ok, allowed) in _shared_rules().items():
+        if key in values and not ok(values[key]):
+            raise ConfigError(f"{key}={values[key]!r} is invalid: it must be {allowed}")
+    o = cfg.optim
+    if o.schedule == "step" and o.decay_every < 1:
+        raise ConfigError(f"optim.decay_every={o.decay_every} must be >= 1 with optim.schedule=step (the steps "
+                          "between two decays)")
+    for pattern in o.freeze:
+        try:
+            re.compile(pattern)
+        except re.error as e:
+            raise ConfigError(f"optim.freeze pattern {pattern!r} is not a valid regex ({e}): fix the pattern") from None
+    check = getattr(cfg.model, "validate", None)
+    if callable(check):
+        check()
+    return cfg

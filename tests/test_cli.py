@@ -63,9 +63,9 @@ def test_overrides_are_typed(capsys):
 
 
 def test_heads_must_divide_width(capsys):
-    assert main(["config", "gpt_smoke", "--set", "model.n_embd=30", "--set", "model.n_head=4"]) == 0  # config only
-    assert main(["train", "gpt_smoke", "--set", "model.n_embd=30", "--set", "model.n_head=4"]) == 2
-    assert "n_head" in _one_line_error(capsys)
+    for command in ("config", "train"):  # `lmjax config` rejects what `lmjax train` would
+        assert main([command, "gpt_smoke", "--set", "model.n_embd=30", "--set", "model.n_head=4"]) == 2
+        assert "n_head" in _one_line_error(capsys)
 
 
 def test_sequence_longer_than_positions(capsys, tmp_path):
@@ -132,3 +132,96 @@ def test_ngram_subcommand(tmp_path, capsys):
     capsys.readouterr()
     assert main(["ngram", "compare", str(arpa), "the cat sat", "sat cat the"]) == 0
     assert "the cat sat" in capsys.readouterr().out
+
+
+# ------------------------------------------------------------------------ input validation: one line, exit status 2
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A 2-step gpt_smoke run and a 2-step nnlm_smoke run (a family that does not generate)."""
+    root = tmp_path_factory.mktemp("runs")
+    quick = ["--set", "train.steps=2", "--set", "train.eval_every=0", "--set", "train.sample_tokens=0",
+             "--set", "train.progress=false", "--set", "train.plot=false", "--set", "train.tensorboard=false"]
+    for preset in ("gpt_smoke", "nnlm_smoke"):
+        assert main(["train", preset, "--set", f"train.workdir={root / preset}", *quick]) == 0
+    return root
+
+
+class TestInputValidation:
+    """Bad settings and flags fail before any work, as one line naming the setting and what it allows."""
+
+    @pytest.mark.parametrize("command", ["config", "train"])
+    @pytest.mark.parametrize("override, fragment", [
+        ("data.batch_size=0", "data.batch_size=0 is invalid: it must be >= 1"),
+        ("data.batch_size=-4", "data.batch_size=-4 is invalid: it must be >= 1"),
+        ("data.seq_len=0", "data.seq_len=0 is invalid: it must be >= 1"),
+        ("optim.lr=-1", "optim.lr=-1.0 is invalid: it must be > 0"),
+        ("model.dropout=1.5", "model.dropout=1.5 is invalid: it must be in [0, 1)"),
+        ("train.steps=0", "train.steps=0 is invalid: it must be >= 1"),
+        ("train.eval_batches=-1", "train.eval_batches=-1 is invalid"),
+    ])
+    def test_bad_setting(self, capsys, tmp_path, command, override, fragment):
+        assert main([command, "gpt_smoke", "--set", override, "--set", f"train.workdir={tmp_path / 'run'}"]) == 2
+        assert fragment in _one_line_error(capsys)
+        assert not (tmp_path / "run").exists()
+
+    @pytest.mark.parametrize("flags, fragment", [
+        (["--prompt", ""], "--prompt is empty"),
+        (["--prompt", "caf\udce9"], "--prompt is not UTF-8 text (byte 0xe9 at character 3)"),
+        (["--max-new-tokens", "0"], "--max-new-tokens=0 is invalid: it must be >= 1"),
+        (["--temperature", "-1"], "--temperature=-1.0 is invalid: it must be >= 0 (0 = greedy)"),
+        (["--top-p", "0"], "--top-p=0.0 is invalid: it must be in (0, 1]"),
+        (["--top-p", "1.5"], "--top-p=1.5 is invalid: it must be in (0, 1]"),
+        (["--top-k", "-3"], "--top-k=-3 is invalid: it must be an integer >= 0"),
+    ])
+    def test_bad_generate_flag(self, capsys, tmp_path, flags, fragment):
+        # Checked before the checkpoint is looked for: this run has none.
+        assert main(["generate", "gpt_smoke", "--set", f"train.workdir={tmp_path}", *flags]) == 2
+        assert fragment in _one_line_error(capsys)
+
+    def test_a_long_prompt_keeps_its_last_tokens_and_says_so(self, capsys, trained):
+        capsys.readouterr()
+        prompt = "ROMEO: " * 6  # 42 characters, 42 tokens; gpt_smoke's context is 16
+        args = ["generate", "gpt_smoke", "--set", f"train.workdir={trained / 'gpt_smoke'}", "--prompt", prompt,
+                "--max-new-tokens", "4", "--temperature", "0"]
+        assert main(args) == 0
+        out, err = capsys.readouterr()
+        warnings = [line for line in err.splitlines() if line.startswith("warning:")]
+        assert warnings == ["warning: the prompt is 42 tokens, longer than the model's context (model.block_size=16): "
+                            "only its last 16 tokens are kept"]
+        assert out[:16] == prompt[-16:] and len(out) == 16 + 4 + 1  # the context, 4 new tokens, print's newline
+
+    def test_a_prompt_the_tokenizer_cannot_encode(self, capsys, trained):
+        capsys.readouterr()
+        assert main(["generate", "gpt_smoke", "--set", f"train.workdir={trained / 'gpt_smoke'}",
+                     "--prompt", "\u00e9t\u00e9"]) == 2
+        assert "is not in this tokenizer's" in _one_line_error(capsys)
+
+    def test_a_family_that_does_not_generate(self, capsys, trained):
+        capsys.readouterr()
+        assert main(["generate", "nnlm_smoke", "--set", f"train.workdir={trained / 'nnlm_smoke'}"]) == 2
+        assert "model family 'nnlm' (task 'lm') does not generate text" in _one_line_error(capsys)
+
+
+def test_version(capsys):
+    from importlib import metadata
+
+    with pytest.raises(SystemExit) as info:
+        main(["--version"])
+    assert info.value.code == 0
+    assert capsys.readouterr().out.strip() == f"lmjax {metadata.version('lmjax')}"
+
+
+def test_word2vec_is_an_lmjax_command(capsys, tmp_path):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    assert "word2vec" in capsys.readouterr().out
+    assert main(["word2vec", "neighbours", str(tmp_path / "missing.txt"), "the"]) == 2
+    assert "no vectors file at" in _one_line_error(capsys)
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("the cat sat on the mat\n" * 20)
+    out = tmp_path / "v.txt"
+    assert main(["word2vec", "train", "--corpus", str(corpus), "--out", str(out), "--min-count", "1", "--dim", "4",
+                 "--epochs", "1", "--sample", "0", "--batch-size", "8", "--steps-per-call", "2"]) == 0
+    assert out.read_text().startswith("5 4\n")

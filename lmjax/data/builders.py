@@ -14,10 +14,13 @@ import contextlib
 import csv
 import fcntl
 import functools
+import hashlib
 import io
+import json
 import logging
 import os
 import re
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import ClassVar, NamedTuple
@@ -112,7 +115,15 @@ class _Builder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
                 for s in cls.SOURCES.values() if s.sha256}
 
     def _split_generators(self, dl_manager):
-        return self._splits(self._paths(dl_manager))
+        self.sources = self._paths(dl_manager)  # recorded beside the prepared dataset (`_record_sources`)
+        return self._splits(self.sources)
+
+    def _local_paths(self) -> dict[str, Path]:
+        """The files a preparation would read now without downloading: those of `<raw_dir>/<FOLDER>/` that exist."""
+        folder = self.raw_dir / self.FOLDER if self.raw_dir else None
+        if folder is None or not folder.is_dir():
+            return {}
+        return {f: folder / f for f in self._files() if (folder / f).is_file()}
 
     def _files(self) -> tuple[str, ...]:
         return self.FILES
@@ -169,6 +180,9 @@ class TinyShakespeare(_Builder, catalog_tiny_shakespeare.Builder):
     def _paths(self, dl_manager):
         local = self.raw_dir / self.FOLDER / "input.txt" if self.raw_dir else None
         return {"input.txt": local if local and local.is_file() else ASSETS / "tinyshakespeare.txt.xz"}
+
+    def _local_paths(self):
+        return self._paths(None)
 
     def _splits(self, paths):
         text = read_text(paths["input.txt"])
@@ -608,18 +622,128 @@ def _exclusive(path: Path) -> Iterator[None]:
         yield  # closing the file releases the lock
 
 
+# In a prepared dataset's directory: the raw files it came from, {"files": {name: {"path", "size", "mtime_ns",
+# "sha256"}}}, and the sizes of its own files, {"prepared": {file: size}}. A raw file that is there now with other
+# bytes makes the prepared copy stale (one that is gone does not); a prepared file of another size, damaged.
+SOURCES_RECORD = "lmjax_sources.json"
+
+
+def _sha256(path: Path) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def _write_record(data_path: Path, record: dict) -> None:
+    """Atomically: a reader sees the old record or the new one."""
+    temporary = data_path / f"{SOURCES_RECORD}.{os.getpid()}.tmp"
+    temporary.write_text(json.dumps(record, indent=1))
+    os.replace(temporary, data_path / SOURCES_RECORD)
+
+
+def _record_sources(builder: _Builder, paths: dict[str, Path]) -> None:
+    """Record `paths` as the raw files of the prepared copy, and the sizes of the copy's files."""
+    files = {}
+    for name, path in paths.items():
+        stat = path.stat()
+        files[name] = {"path": os.fspath(path), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns,
+                       "sha256": _sha256(path)}
+    data_path = Path(builder.data_path)
+    prepared = {p.name: p.stat().st_size for p in sorted(data_path.iterdir())
+                if p.is_file() and not p.name.startswith(SOURCES_RECORD)}
+    _write_record(data_path, {"files": files, "prepared": prepared})
+
+
+def _damaged(builder: _Builder, problem: str) -> DataError:
+    return DataError(f"the prepared copy of {builder.name} at {builder.data_path} is damaged ({problem}): delete "
+                     "that directory and it is prepared again")
+
+
+def _stale(builder: _Builder) -> str | None:
+    """Why the prepared copy no longer matches the raw files a preparation would read now, or None when it does.
+
+    A file is unchanged when its size and mtime match the record, or, when only the mtime differs (a copy), its
+    sha256 (the record then takes the new mtime). A copy prepared before records were kept counts as stale when a
+    raw file is newer than it, and otherwise gets its record now.
+    """
+    data_path = Path(builder.data_path)
+    current = builder._local_paths()
+    record_path = data_path / SOURCES_RECORD
+    if not record_path.exists():
+        prepared = (data_path / "dataset_info.json").stat().st_mtime_ns
+        newer = [name for name, path in current.items() if path.stat().st_mtime_ns > prepared]
+        if newer:
+            return f"{', '.join(newer)} changed after it was prepared"
+        with contextlib.suppress(OSError):  # a read-only cache stays without one
+            _record_sources(builder, current)
+        return None
+    try:
+        record = json.loads(record_path.read_text())
+        recorded, changed, refreshed = record["files"], [], False
+        for name, path in current.items():
+            old, stat = recorded.get(name), path.stat()
+            if old is None:
+                changed.append(f"{name} is new")
+            elif stat.st_size != old["size"]:
+                changed.append(f"{name} changed size ({old['size']:,} -> {stat.st_size:,} bytes)")
+            elif stat.st_mtime_ns != old["mtime_ns"]:
+                if _sha256(path) != old["sha256"]:
+                    changed.append(f"{name} changed")
+                else:
+                    old["mtime_ns"], refreshed = stat.st_mtime_ns, True
+        if changed:  # prepared again: whatever state the copy is in
+            return "; ".join(changed)
+        for name, size in record["prepared"].items():
+            if not (data_path / name).is_file():
+                raise _damaged(builder, f"{name} is missing")
+            if (data_path / name).stat().st_size != size:
+                raise _damaged(builder, f"{name} is {(data_path / name).stat().st_size:,} bytes, not {size:,}")
+    except DataError:
+        raise
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
+        raise _damaged(builder, f"{SOURCES_RECORD}: {type(e).__name__}: {e}") from None
+    if refreshed:
+        with contextlib.suppress(OSError):
+            _write_record(data_path, record)
+    return None
+
+
 @functools.cache
 def _prepared(cls: type[_Builder], config: str | None, raw_dir: Path | None, root: Path) -> _Builder:
+    """The builder of a prepared dataset: prepared now when there is none, or when its raw files changed since."""
+
     def make():
-        return cls(raw_dir=raw_dir, data_dir=os.fspath(root), config=config, file_format="array_record")
+        try:
+            return cls(raw_dir=raw_dir, data_dir=os.fspath(root), config=config, file_format="array_record")
+        except Exception as e:  # TFDS reads the prepared dataset's info (JSON, protobuf) when there is one
+            where = root / cls.name / (config or "")
+            if not where.exists():
+                raise
+            raise DataError(f"the prepared copy of {cls.name} under {where} is damaged ({type(e).__name__}: "
+                            f"{' '.join(str(e).split())[:200]}): delete that directory and it is prepared again"
+                            ) from None
 
     builder = make()
-    if builder.data_path.exists():  # TFDS renames a dataset into place only once it is complete
+    if builder.data_path.exists() and _stale(builder) is None:  # TFDS renames a dataset into place once complete
         return builder
     root.mkdir(parents=True, exist_ok=True)
     tfds.disable_progress_bar()  # TFDS draws several bars per split, even for a second's work
     with _exclusive(root / f"{cls.name}.lock"):
-        builder.download_and_prepare(download_dir=os.fspath(root / "downloads"))  # reuses another process's work
+        builder, aside = make(), None  # as the process that held the lock left it
+        if builder.data_path.exists():
+            reason = _stale(builder)
+            if reason is None:
+                return builder
+            log.warning("the prepared copy of %s is out of date (%s): preparing it again", cls.name, reason)
+            # Set aside, not deleted, while preparing: readers that opened its files keep them.
+            aside = Path(builder.data_path).with_name(f"{Path(builder.data_path).name}.stale-{os.getpid()}")
+            os.rename(builder.data_path, aside)
+            builder = make()
+        try:
+            builder.download_and_prepare(download_dir=os.fspath(root / "downloads"))  # reuses another's downloads
+            _record_sources(builder, getattr(builder, "sources", {}))
+        finally:  # out of date either way: a failed preparation leaves no copy behind, as at the first one
+            if aside is not None:
+                shutil.rmtree(aside, ignore_errors=True)
     return make()  # reads back the dataset info that was just written
 
 

@@ -528,9 +528,32 @@ def _load(path: str) -> NGramModel:
     return NGramModel.load_arpa(path)
 
 
+def _positive(k: int, flag: str = "-k") -> int:
+    if k < 1:
+        raise ConfigError(f"{flag}={k} is invalid: it must be >= 1 (how many words to list)")
+    return k
+
+
+def _words(path: str) -> list[str]:
+    """The lines of a text file with at least one word: what `build` trains on and `ppl` scores."""
+    lines = read_lines(path)
+    if not any(line.split() for line in lines):
+        raise DataError(f"{path} has no words (it is empty or blank): pass a text file, one sentence per line")
+    return lines
+
+
+def _output(path: str) -> str:
+    """`path`, once its directory is known to exist (checked before any work)."""
+    folder = Path(path).parent
+    if not folder.is_dir():
+        raise DataError(f"cannot write {path}: directory {folder} does not exist (create it or choose another path)")
+    return path
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """`python -m lmjax.models.ngram`: build an ARPA model, then query it. Bad input exits 2 with one line."""
-    parser = argparse.ArgumentParser(prog="python -m lmjax.models.ngram", description=__doc__.split("\n")[0])
+    """`lmjax ngram` (or `python -m lmjax.models.ngram`): build an ARPA model, then query it. Bad input exits 2
+    with one line."""
+    parser = argparse.ArgumentParser(prog="lmjax ngram", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("build", help="estimate a model from a text file (one sentence per line) and write ARPA")
     p.add_argument("train"), p.add_argument("arpa")
@@ -551,27 +574,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.command == "build":
-            model = NGramModel.fit_file(args.train, args.order, args.smoothing, args.k)
-            model.save_arpa(args.arpa)
+            out = _output(args.arpa)
+            model = NGramModel.fit(_words(args.train), args.order, args.smoothing, args.k)
+            model.save_arpa(out)
             print(f"wrote {args.arpa}: order {model.order}, vocabulary {len(model.vocab)}, "
                   f"{sum(len(x) for x in model.logprob)} n-grams")
         elif args.command == "score":
             for s, lp in zip(args.sentences, _load(args.arpa).sentence_logprob(args.sentences)):
                 print(f"{lp:.4f}\t{s}")
         elif args.command == "ppl":
-            print(f"perplexity {_load(args.arpa).perplexity(read_lines(args.file)):.2f}")
+            lines = _words(args.file)
+            print(f"perplexity {_load(args.arpa).perplexity(lines):.2f}")
         elif args.command == "next":
-            for w, lp in _load(args.arpa).next_words(args.context, args.k):
+            for w, lp in _load(args.arpa).next_words(args.context, _positive(args.k)):
                 print(f"{lp:.4f}\t{w}")
         elif args.command == "fill":
             candidates = args.candidates.split(",") if args.candidates else None
-            for w, lp in _load(args.arpa).fill_blank(args.sentence, candidates, args.k):
+            for w, lp in _load(args.arpa).fill_blank(args.sentence, candidates, _positive(args.k)):
                 print(f"{lp:.4f}\t{w}")
         else:
             best, a, b = _load(args.arpa).compare(args.first, args.second)
             print(f"{a:.4f}\t{args.first}\n{b:.4f}\t{args.second}\nmore probable: {best}")
     except (ConfigError, DataError) as e:
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # a file that exists but cannot be read or written (permissions, a directory, a full disk)
+        print(f"error: {e.filename or 'a file'}: {e.strerror or e}", file=sys.stderr)
         return 2
     return 0
 

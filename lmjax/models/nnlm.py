@@ -27,7 +27,7 @@ import numpy as np
 
 from lmjax.config import ConfigError, DataConfig, OptimConfig, RunConfig, TrainConfig, register_preset
 from lmjax.ops.losses import token_cross_entropy
-from lmjax.train.task import Data, Task
+from lmjax.train.task import Data, Task, register_task
 
 
 @dataclass(frozen=True)
@@ -41,6 +41,19 @@ class NNLMConfig:
     dropout: float = 0.0  # on the concatenated word vectors and on the hidden layer
     word_dropout: float = 0.0  # drops whole context words (their vector zeroed): the network learns to back off
     tied: bool = False  # output layer = a projection P [hidden, m] followed by C^T, instead of U [hidden, V]
+
+    def validate(self) -> None:
+        """Ranges a run config is checked against when it is built."""
+        for key, ok, allowed in (
+            ("vocab_size", self.vocab_size >= 0, ">= 0 (0 = the tokenizer's size)"),
+            ("context", self.context >= 1, ">= 1"),
+            ("embed_dim", self.embed_dim >= 1, ">= 1"),
+            ("hidden", self.hidden >= 1, ">= 1"),
+            ("dropout", 0 <= self.dropout < 1, "in [0, 1)"),
+            ("word_dropout", 0 <= self.word_dropout < 1, "in [0, 1)"),
+        ):
+            if not ok:
+                raise ConfigError(f"model.{key}={getattr(self, key)!r} is invalid: it must be {allowed}")
 
 
 class NNLM(nn.Module):
@@ -140,12 +153,12 @@ def eval_contexts(stream: np.ndarray, context: int, batch_size: int, pad_id: int
         yield {k: v[rows] for k, v in {**batch, "mask": mask.astype(np.float32)}.items()}
 
 
-def make_data(run_cfg: RunConfig) -> Data:
-    """PTB-style word streams as (context, target) batches; eval covers the whole validation split."""
+def make_data(run_cfg: RunConfig, tokenizer=None) -> Data:
+    """PTB-style word streams as (context, target) batches; eval covers the whole split (or the first
+    `train.eval_batches` batches when that is > 0)."""
     from lmjax.data import lm_corpus
-    from lmjax.train.engine import saved_tokenizer
 
-    corpus = lm_corpus(run_cfg.data, saved_tokenizer(run_cfg))
+    corpus = lm_corpus(run_cfg.data, tokenizer)
     cfg, d = run_cfg.model, run_cfg.data
     pad_id = corpus.tokenizer.eos_id if corpus.tokenizer.eos_id is not None else 0
     held_out = corpus.valid if corpus.valid is not None else corpus.test
@@ -158,16 +171,24 @@ def make_data(run_cfg: RunConfig) -> Data:
         return RandomContexts(corpus.train, cfg.context, d.batch_size, pad_id, seed=d.seed,
                               rows=rows(process_index, process_count))
 
-    def evaluate(process_index: int, process_count: int):
-        return eval_contexts(held_out, cfg.context, d.batch_size, pad_id, rows(process_index, process_count),
-                             run_cfg.train.eval_batches)
+    def evaluate(process_index: int, process_count: int, split: str = "validation", max_batches: int | None = -1):
+        stream = corpus.test if split == "test" else held_out
+        if stream is None:
+            return None
+        limit = run_cfg.train.eval_batches if max_batches == -1 else (max_batches or 0)
+        batch = d.eval_batch_size or d.batch_size
+        per = batch // process_count
+        return eval_contexts(stream, cfg.context, batch, pad_id, slice(process_index * per, (process_index + 1) * per),
+                             limit)
 
     return Data(tokenizer=corpus.tokenizer, vocab_size=corpus.tokenizer.vocab_size, train=train,
                 eval=evaluate if held_out is not None else None)
 
 
-def make_task(run_cfg: RunConfig, vocab_size: int) -> Task:
+@register_task("nnlm", "lm", data=make_data, description="next word from the previous `context` words")
+def make_task(run_cfg: RunConfig, data: Data) -> Task:
     """Next-word cross entropy (sum, count) of the NNLM; FLOPs are 6 per weight per example (lookups excluded)."""
+    vocab_size = data.vocab_size
     cfg: NNLMConfig = run_cfg.model
     if cfg.vocab_size == 0:
         cfg = dataclasses.replace(cfg, vocab_size=vocab_size)

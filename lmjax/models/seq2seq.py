@@ -26,10 +26,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from lmjax.config import ConfigError, DataConfig, OptimConfig, RunConfig, TrainConfig, register_preset
+from lmjax.layers import cell_params, embedding, lookup, param, uniform
 from lmjax.ops import recurrent
 from lmjax.ops.losses import token_cross_entropy
 from lmjax.ops.sampling import beam_search
-from lmjax.train.task import Data, Task
+from lmjax.train.task import Data, Task, register_task
 
 ATTENTION = ("none", "additive", "multiplicative")
 _MASKED = -1e9  # finite: a source with no tokens gets uniform weights over zero outputs, i.e. a zero context
@@ -50,6 +51,25 @@ class Seq2SeqConfig:
     min_freq: int = 2  # words seen fewer times in training become <unk>
     max_len: int = 50  # longest generated translation
 
+    def validate(self) -> None:
+        """Ranges a run config is checked against when it is built; `check_config` checks the vocabulary sizes when
+        the model is."""
+        for key, ok, allowed in (
+            ("src_vocab_size", self.src_vocab_size >= 0, ">= 0 (0 = the tokenizer's size)"),
+            ("tgt_vocab_size", self.tgt_vocab_size >= 0, ">= 0 (0 = the tokenizer's size)"),
+            ("embed", self.embed >= 1, ">= 1"),
+            ("hidden", self.hidden >= 1, ">= 1"),
+            ("attention", self.attention in ATTENTION, f"one of {', '.join(ATTENTION)}"),
+            ("attention_dim", self.attention_dim >= 1, ">= 1"),
+            ("readout", self.readout >= 0, ">= 0 (0 = no readout layer)"),
+            ("dropout", 0 <= self.dropout < 1, "in [0, 1)"),
+            ("init_scale", self.init_scale > 0, "> 0"),
+            ("min_freq", self.min_freq >= 1, ">= 1"),
+            ("max_len", self.max_len >= 1, ">= 1"),
+        ):
+            if not ok:
+                raise ConfigError(f"model.{key}={getattr(self, key)!r} is invalid: it must be {allowed}")
+
 
 def check_config(cfg: Seq2SeqConfig) -> None:
     if cfg.attention not in ATTENTION:
@@ -65,15 +85,19 @@ def check_config(cfg: Seq2SeqConfig) -> None:
 
 class Seq2Seq(nn.Module):
     """`__call__(src, src_mask, tgt_in, train)` -> logits [B, T, V_tgt] under teacher forcing; `encode` and
-    `decode_step` are the pieces generation uses."""
+    `decode_step` are the pieces generation uses.
+
+    Parameters sit flat on the module, all ~ U(-init_scale, init_scale): src_embed, tgt_embed; the GRUs' torch-layout
+    enc_fwd_*, enc_bwd_*, dec_* {w_ih, w_hh, b_ih, b_hh} (`lmjax.layers.cell_params`); bridge_*, attn_*, readout_*,
+    out_*."""
 
     config: Seq2SeqConfig
 
     def setup(self):
         cfg = self.config
         e, h = cfg.embed, cfg.hidden
-        self.src_embed = self._param("src_embed", (cfg.src_vocab_size, e), ("vocab", "embed"))
-        self.tgt_embed = self._param("tgt_embed", (cfg.tgt_vocab_size, e), ("vocab", "embed"))
+        self.src_embed = embedding(self, "src_embed", cfg.src_vocab_size, e, init=uniform(cfg.init_scale))
+        self.tgt_embed = embedding(self, "tgt_embed", cfg.tgt_vocab_size, e, init=uniform(cfg.init_scale))
         self.enc_fwd = self._gru("enc_fwd", e)
         self.enc_bwd = self._gru("enc_bwd", e)
         self.bridge = (self._param("bridge_w", (h, 2 * h), ("hidden", "embed")),
@@ -93,20 +117,15 @@ class Seq2Seq(nn.Module):
         self.drop = nn.Dropout(cfg.dropout)
 
     def _param(self, name, shape, axes):
-        s = self.config.init_scale
-        init = nn.with_logical_partitioning(lambda k, sh, dt=jnp.float32: jax.random.uniform(k, sh, dt, -s, s), axes)
-        return self.param(name, init, shape, jnp.float32)
+        return param(self, name, shape, axes, uniform(self.config.init_scale))
 
     def _gru(self, prefix, input_size):
-        g = 3 * self.config.hidden
-        return {"w_ih": self._param(f"{prefix}_w_ih", (g, input_size), ("gates", "embed")),
-                "w_hh": self._param(f"{prefix}_w_hh", (g, self.config.hidden), ("gates", "hidden")),
-                "b_ih": self._param(f"{prefix}_b_ih", (g,), ("gates",)),
-                "b_hh": self._param(f"{prefix}_b_hh", (g,), ("gates",))}
+        cfg = self.config
+        return cell_params(self, "gru", input_size, cfg.hidden, prefix=f"{prefix}_", init_scale=cfg.init_scale)
 
     def encode(self, src, src_mask, *, train: bool = False) -> dict[str, jax.Array]:
         """The decoder's initial state: s [B, H], the encoder outputs [B, S, 2H], their attention keys, the mask."""
-        x = self.drop(self.src_embed[src], deterministic=not train)
+        x = self.drop(lookup(self.src_embed, src), deterministic=not train)
         lengths = src_mask.sum(-1).astype(jnp.int32)
         zero = jnp.zeros((src.shape[0], self.config.hidden), jnp.float32)
         (last_fwd, first_bwd), outputs = recurrent.bidirectional(recurrent.gru_cell, self.enc_fwd, self.enc_bwd, x,
@@ -150,7 +169,7 @@ class Seq2Seq(nn.Module):
 
     def embed_target(self, tokens, *, train: bool = False):
         # Dropout on all T embeddings at once, outside the time loop: each step gets its own mask.
-        return self.drop(self.tgt_embed[tokens], deterministic=not train)
+        return self.drop(lookup(self.tgt_embed, tokens), deterministic=not train)
 
     def __call__(self, src, src_mask, tgt_in, *, train: bool = False):
         """Teacher forcing, as `decode_step` run T times, but only the context and the recurrence stay inside the
@@ -249,17 +268,11 @@ class Corpus:
     text: dict[str, list[tuple[str, str]]]  # the same pairs as text
 
 
-_CORPORA: dict[tuple, Corpus] = {}
-
-
 def load_corpus(data_cfg: DataConfig, min_freq: int, src_lang: str = "de", tgt_lang: str = "en") -> Corpus:
     """Multi30k (or any dataset with `src_lang`/`tgt_lang` text fields) with word vocabularies fitted on train."""
     from lmjax.data import load
     from lmjax.data.tokenizers import BOS, EOS, PAD, UNK, WordTokenizer
 
-    key = (data_cfg.dataset, data_cfg.data_dir, min_freq, src_lang, tgt_lang)
-    if key in _CORPORA:
-        return _CORPORA[key]
     text = {}
     for split in ("train", "validation", "test2016"):
         source = load(data_cfg.dataset, split, data_dir=data_cfg.data_dir or None)
@@ -269,12 +282,13 @@ def load_corpus(data_cfg: DataConfig, min_freq: int, src_lang: str = "de", tgt_l
     src_tok = WordTokenizer.fit([s for s, _ in text["train"]], min_freq=min_freq, specials=specials)
     tgt_tok = WordTokenizer.fit([t for _, t in text["train"]], min_freq=min_freq, specials=specials)
     splits = {k: [(src_tok.encode(s), tgt_tok.encode(t)) for s, t in v] for k, v in text.items()}
-    _CORPORA[key] = Corpus(src_tok, tgt_tok, splits, text)
-    return _CORPORA[key]
+    return Corpus(src_tok, tgt_tok, splits, text)
 
 
-def make_data(run_cfg: RunConfig) -> Data:
-    """Length-bucketed training pairs, and the validation pairs in order for evaluation."""
+def make_data(run_cfg: RunConfig, tokenizer=None) -> Data:
+    """Length-bucketed training pairs, and the validation (or test2016) pairs in order for evaluation. The word
+    vocabularies are fitted on train every time (deterministically, so a saved tokenizer is not needed); the corpus
+    travels to the task in `info`."""
     from lmjax.data import BucketedPairs
 
     corpus = load_corpus(run_cfg.data, run_cfg.model.min_freq)
@@ -285,11 +299,15 @@ def make_data(run_cfg: RunConfig) -> Data:
         return BucketedPairs(corpus.splits["train"], d.batch_size, seed=d.seed, drop_remainder=True,
                              process_index=process_index, process_count=process_count, **kw)
 
-    def evaluate(process_index: int, process_count: int):
-        return BucketedPairs(corpus.splits["validation"], d.batch_size, shuffle=False, num_epochs=1,
+    def evaluate(process_index: int, process_count: int, split: str = "validation", max_batches: int | None = -1):
+        pairs = corpus.splits["test2016" if split == "test" else "validation"]
+        return BucketedPairs(pairs, d.eval_batch_size or d.batch_size, shuffle=False, num_epochs=1,
                              process_index=process_index, process_count=process_count, **kw)
 
-    return Data(tokenizer=tok, vocab_size=tok.vocab_size, train=train, eval=evaluate)
+    target_tokens = sum(len(t) + 1 for _, t in corpus.splits["train"]) / len(corpus.splits["train"])  # + eos
+    return Data(tokenizer=tok, vocab_size=tok.vocab_size, train=train, eval=evaluate,
+                info={"corpus": corpus, "src_vocab_size": corpus.src_tokenizer.vocab_size,
+                      "tokens_per_example": target_tokens})
 
 
 def model_from_config(run_cfg: RunConfig, src_vocab: int, tgt_vocab: int) -> Seq2Seq:
@@ -300,10 +318,11 @@ def model_from_config(run_cfg: RunConfig, src_vocab: int, tgt_vocab: int) -> Seq
     return Seq2Seq(cfg)
 
 
-def make_task(run_cfg: RunConfig, vocab_size: int) -> Task:
-    """Teacher-forced next-token cross entropy (sum, count) over the target tokens (eos included, padding not)."""
-    corpus = load_corpus(run_cfg.data, run_cfg.model.min_freq)
-    model = model_from_config(run_cfg, corpus.src_tokenizer.vocab_size, vocab_size)
+@register_task("seq2seq", "translate", data=make_data, description="teacher-forced translation (source -> target)")
+def make_task(run_cfg: RunConfig, data: Data) -> Task:
+    """Teacher-forced next-token cross entropy (sum, count) over the target tokens (eos included, padding not);
+    tokens/s counts target tokens (their mean per pair over the training split)."""
+    model = model_from_config(run_cfg, data.info["src_vocab_size"], data.vocab_size)
     b = run_cfg.data.batch_size
     example = {"src": jax.ShapeDtypeStruct((b, 8), jnp.int32), "src_mask": jax.ShapeDtypeStruct((b, 8), bool),
                **{k: jax.ShapeDtypeStruct((b, 8), jnp.int32) for k in ("tgt_in", "tgt_out")},
@@ -319,7 +338,8 @@ def make_task(run_cfg: RunConfig, vocab_size: int) -> Task:
         loss_sum, count = token_cross_entropy(logits, batch["tgt_out"], batch["tgt_mask"])
         return loss_sum, count, {}
 
-    return Task(model=model, loss_fn=loss_fn, example_batch=example, init_fn=init_fn, tokens_per_example=16)
+    return Task(model=model, loss_fn=loss_fn, example_batch=example, init_fn=init_fn,
+                tokens_per_example=data.info.get("tokens_per_example", 1.0))
 
 
 # --------------------------------------------------------------------------------------------------------- presets
@@ -332,6 +352,7 @@ def _multi30k(name: str, attention: str) -> RunConfig:
     clip 1, batch 128, 8 epochs (226 steps each)."""
     return RunConfig(
         name=name,
+        task="translate",
         model=Seq2SeqConfig(attention=attention, embed=256, hidden=256, attention_dim=256, readout=256, dropout=0.5),
         data=DataConfig(dataset="multi30k/tok", batch_size=128),
         optim=OptimConfig(name="adamw", lr=1e-3, weight_decay=0.0, schedule="constant", clip_norm=1.0),

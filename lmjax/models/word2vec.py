@@ -31,6 +31,12 @@ private draws per target. With N = 0 each target draws its own `negative` words 
 and scatters only). A step's updates are applied together, one scatter-add per table, several steps per compiled
 call (`lax.scan`). Summed updates of a frequent word grow with B: large batches diverge at word2vec's learning rate.
 
+The SGD is derived by hand rather than taken from Optax because a step changes only the few thousand rows its
+positions and negatives touch, one scatter-add per table, while an Optax transformation maps a dense gradient the
+shape of each (V, d) table to a dense update (every step would build, scale and add V x d numbers), and because the
+rule is word2vec.c's rather than the gradient of a loss (CBOW adds all of dh to every context row, not dh / n), with
+a learning rate that decays per corpus word consumed, not per step.
+
 Parallel training (`replicas = R > 1`): word2vec.c's and gensim's threads update one shared table without locks,
 which XLA's functional arrays cannot. Instead R devices (on a CPU, `jax_num_cpu_devices` = cores) each hold a copy
 of the tables and train on every R-th compiled call; every `merge_every` calls each, the copies merge by adding
@@ -716,9 +722,54 @@ def plot_pca(model: Word2Vec, words: Sequence[str], path: str | Path) -> None:
 # -------------------------------------------------------------------------------------------------------------- CLI
 
 
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+
+
+def _flag_bool(name: str, value: str | bool) -> bool:
+    """A bool flag's value: true/false (1/0, yes/no, on/off); anything else is a one-line ConfigError."""
+    if isinstance(value, bool):
+        return value
+    if value.lower() in _TRUE + _FALSE:
+        return value.lower() in _TRUE
+    raise ConfigError(f"--{name.replace('_', '-')} expects true or false, got {value!r}"
+                      + (" (--sg true: skip-gram, --sg false: CBOW)" if name == "sg" else ""))
+
+
+def _output(path: str) -> str:
+    """`path`, once its directory is known to exist (checked before training)."""
+    folder = Path(path).parent
+    if not folder.is_dir():
+        raise DataError(f"cannot write {path}: directory {folder} does not exist (create it or choose another path)")
+    return path
+
+
+def _corpus(name: str, data_dir: str | None) -> list[list[str]]:
+    try:
+        return load_corpus(name, data_dir)
+    except UnicodeDecodeError as e:
+        raise DataError(f"{name} is not UTF-8 text ({e.reason} at byte {e.start}): convert it first, e.g. "
+                        f"`iconv -f latin1 -t utf-8`") from None
+
+
+def _vectors(path: str) -> Word2Vec:
+    if not Path(path).is_file():
+        raise DataError(f"no vectors file at {path}: pass one that `lmjax word2vec train --out FILE` wrote (or any "
+                        "word2vec-format file)")
+    try:
+        return load_word2vec_format(path)
+    except DataError:
+        raise
+    except (ValueError, IndexError, UnicodeDecodeError) as e:
+        raise DataError(f"{path} is not a readable word2vec-format file ({type(e).__name__}: {e}): pass the file "
+                        "`lmjax word2vec train` wrote") from None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """python -m lmjax.models.word2vec {train,neighbours,analogy,similarity,evaluate,plot} ..."""
-    parser = argparse.ArgumentParser(prog="python -m lmjax.models.word2vec", description=__doc__.split("\n")[0])
+    """lmjax word2vec (or python -m lmjax.models.word2vec) {train,neighbours,analogy,similarity,evaluate,plot} ...
+
+    Bad input (a missing or non-UTF-8 file, a bad flag value, an unknown word) exits 2 with one line.
+    """
+    parser = argparse.ArgumentParser(prog="lmjax word2vec", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("train", help="train vectors and save them (.bin: binary word2vec format, else text)")
     p.add_argument("--corpus", default="imdb", help="'imdb', 'text8' (downloaded) or a text file, one sentence a line")
@@ -727,8 +778,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     notes = {"sg": " (true: skip-gram, false: CBOW)", "hs": " (--hs alone: true; with --negative 0: hs only)",
              "negative": " (0: no negative sampling, needs --hs)"}
     for field in dataclasses.fields(Word2VecConfig):  # a bool flag alone means true: --hs, --sg false
-        flag = {"type": lambda s: s.lower() in ("1", "true", "yes"), "nargs": "?", "const": True} \
-            if field.type == "bool" else {"type": type(field.default)}
+        flag = {"type": str, "nargs": "?", "const": True} if field.type == "bool" else {"type": type(field.default)}
         p.add_argument(f"--{field.name.replace('_', '-')}", default=field.default, **flag,
                        help=f"default {field.default}" + notes.get(field.name, ""))
     for name, help_ in (("neighbours", "nearest words"), ("analogy", "a is to b as c is to ?"),
@@ -743,15 +793,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.command == "train":
-            cfg = Word2VecConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(Word2VecConfig)})
+            cfg = Word2VecConfig(**{f.name: _flag_bool(f.name, getattr(args, f.name)) if f.type == "bool"
+                                    else getattr(args, f.name) for f in dataclasses.fields(Word2VecConfig)})
+            out = _output(args.out)
             if cfg.replicas > 1:  # a CPU device per copy; possible only before JAX's backends start
                 with contextlib.suppress(RuntimeError):
                     jax.config.update("jax_num_cpu_devices", cfg.replicas)
-            model = train(load_corpus(args.corpus, args.data_dir), cfg, verbose=True)
-            save_word2vec_format(model, args.out, binary=args.out.endswith(".bin"))
-            print(f"saved {len(model.words):,} x {cfg.dim} vectors to {args.out}")
+            model = train(_corpus(args.corpus, args.data_dir), cfg, verbose=True)
+            save_word2vec_format(model, out, binary=out.endswith(".bin"))
+            print(f"saved {len(model.words):,} x {cfg.dim} vectors to {out}")
             return 0
-        model = load_word2vec_format(args.vectors)
+        if args.command == "plot":
+            _output(args.out)
+        if args.topn < 1:
+            raise ConfigError(f"--topn={args.topn} is invalid: it must be >= 1 (how many words to list)")
+        model = _vectors(args.vectors)
         if args.command == "neighbours":
             for word, score in model.most_similar(args.words, topn=args.topn):
                 print(f"{word}\t{score:.4f}")
@@ -776,6 +832,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"wrote {args.out}")
     except (KeyError, ConfigError, DataError) as error:
         print(f"error: {error.args[0]}", file=sys.stderr)
+        return 2
+    except OSError as e:  # a file that exists but cannot be read or written (permissions, a directory, a full disk)
+        print(f"error: {e.filename or 'a file'}: {e.strerror or e}", file=sys.stderr)
         return 2
     return 0
 

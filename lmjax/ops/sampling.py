@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import jax
@@ -38,6 +39,20 @@ def top_p_filter(logits: jax.Array, p: float | jax.Array) -> jax.Array:
     return jnp.where(logits >= cutoff, logits, _NEG_INF)
 
 
+def check_sampling(temperature: Any = 1.0, top_k: Any = 0, top_p: Any = 1.0, *,
+                   names: Mapping[str, str] | None = None) -> None:
+    """A one-line ValueError unless temperature >= 0 (0 = greedy), top_k >= 0 (0 = off) and top_p in (0, 1]
+    (1 = off). Traced values are not checked. `names` renames the settings in the message (e.g. to CLI flags)."""
+    names = names or {}
+    for key, value, ok, allowed in (
+        ("temperature", temperature, lambda v: math.isfinite(v) and v >= 0, ">= 0 (0 = greedy)"),
+        ("top_k", top_k, lambda v: v >= 0 and float(v).is_integer(), "an integer >= 0 (0 = no top-k filter)"),
+        ("top_p", top_p, lambda v: 0 < v <= 1, "in (0, 1] (1 = no nucleus filter)"),
+    ):
+        if isinstance(value, (int, float)) and not ok(value):
+            raise ValueError(f"{names.get(key, key)}={value!r} is invalid: it must be {allowed}")
+
+
 def sample_logits(
     key: jax.Array,
     logits: jax.Array,
@@ -50,7 +65,9 @@ def sample_logits(
 
     temperature 0 is greedy argmax (a traced temperature selects per call); top_k (static) 0 or >= V and top_p 1.0
     disable their filters. Temperature comes before the filters: the nucleus is measured on the tempered softmax.
+    Python values out of those ranges are a ValueError (`check_sampling`).
     """
+    check_sampling(temperature, top_k, top_p)
     logits = logits.astype(jnp.float32)
     if isinstance(temperature, (int, float)) and temperature == 0:
         return greedy(logits)

@@ -22,8 +22,8 @@ import jax
 
 from lmjax.config import ConfigError, get_preset
 from lmjax.parallel.aot import compile_report, format_report, tpu_topology_devices
-from lmjax.train.engine import Engine, family_module
-from lmjax.train.task import Data
+from lmjax.train.engine import Engine
+from lmjax.train.task import Data, get_task
 
 
 def compile_preset(preset: str, topology: str, overrides: Sequence[str] = ()) -> dict[str, Any]:
@@ -38,8 +38,9 @@ def compile_preset(preset: str, topology: str, overrides: Sequence[str] = ()) ->
         raise ConfigError(f"preset {preset!r} takes its vocabulary size from its tokenizer: set model.vocab_size=N "
                           f"to compile without the data")
     devices = tpu_topology_devices(topology)
-    task = family_module(cfg).make_task(cfg, vocab)
-    engine = Engine(cfg, data=Data(tokenizer=None, vocab_size=vocab, train=None), task=task, devices=devices)
+    data = Data(tokenizer=None, vocab_size=vocab, train=None)
+    task = get_task(cfg).build(cfg, data)
+    engine = Engine(cfg, data=data, task=task, devices=devices)
 
     steps, accum = cfg.train.steps_per_call, cfg.optim.grad_accum
     batches = {k: jax.ShapeDtypeStruct((steps, accum, *v.shape), v.dtype, sharding=engine.batch_shardings[k])

@@ -1,20 +1,19 @@
 """The engine: one object that owns the mesh, the shardings, the optimizer and the compiled step functions for any
-model family that honours the `Task` contract.
+task a model family registers (`lmjax.train.task`).
 
-    engine = Engine(cfg)                       # mesh, data, task, optimizer, shardings
+    engine = Engine(cfg)                       # task of cfg.task; its data, model, optimizer, shardings
     state = engine.init_state()                # sharded TrainState, built directly on device by a jit'd init
     state, metrics = engine.train_steps(state, host_batches)   # K steps x A micro-batches per call
-    engine.evaluate(state.params)              # exact mean over the eval batches (sums / counts)
+    engine.evaluate(state.params)              # exact means over the eval batches (sums / counts), every aux metric
 
-The model family is the module that defines the config dataclass of `cfg.model`; it provides
-`make_task(run_cfg, vocab_size) -> Task` and optionally `make_data(run_cfg) -> Data` (default: a language-model stream
-from `lmjax.data.lm_corpus`).
+`init_state` starts from `train.init_from`'s parameters when that is set (`lmjax.train.pretrained`).
 """
 
 from __future__ import annotations
 
 import contextlib
-import importlib
+import logging
+import re
 from typing import Any, Iterable
 
 import flax.linen as nn
@@ -33,50 +32,24 @@ from lmjax.parallel import (
     param_shardings,
 )
 from lmjax.train.optim import freeze_labels, make_optimizer
+from lmjax.train.rundir import init_run_dir, saved_tokenizer
 from lmjax.train.step import TrainState, make_eval_step, make_grad_fn, make_multi_step, make_train_step
-from lmjax.train.task import Data, Task
+from lmjax.train.task import Data, Task, get_task
+
+log = logging.getLogger(__name__)
+
+# Metrics where larger is better: the best checkpoint maximises them when train.best_mode is "auto".
+_HIGHER_IS_BETTER = re.compile(r"(acc|accuracy|correct|f1|bleu|precision|recall|spearman|pearson)")
 
 
-def family_module(cfg: RunConfig):
-    return importlib.import_module(type(cfg.model).__module__)
-
-
-def saved_tokenizer(cfg: RunConfig):
-    """The tokenizer a run saved in its workdir when it will resume from a checkpoint there (and for `lmjax eval`),
-    else None. Fitting again is not guaranteed to give the ids the checkpoint was trained on: HF's WordPiece trainer
-    assigns tied pieces in varying order."""
-    from lmjax.data import load_tokenizer
-    from lmjax.data.tokenizers import TOKENIZER_FILE
-    from lmjax.train.loop import workdir_for
-
-    workdir = workdir_for(cfg)
-    checkpoints = workdir / "checkpoints"
-    if (cfg.train.resume and (workdir / "tokenizer" / TOKENIZER_FILE).is_file() and checkpoints.is_dir()
-            and any(p.name.isdigit() for p in checkpoints.iterdir())):
-        return load_tokenizer(workdir / "tokenizer")
-    return None
-
-
-def lm_data(cfg: RunConfig) -> Data:
-    """Default data for language models: random windows for training, every window of the validation split for eval.
-    A resumed run reuses its saved tokenizer."""
-    from lmjax.data import RandomWindows, eval_windows, lm_corpus
-
-    corpus = lm_corpus(cfg.data, saved_tokenizer(cfg))
-    d = cfg.data
-    held_out = corpus.valid if corpus.valid is not None else corpus.test
-
-    def train(process_index: int, process_count: int):
-        return RandomWindows(corpus.train, d.batch_size, d.seq_len, seed=d.seed,
-                             process_index=process_index, process_count=process_count)
-
-    def evaluate(process_index: int, process_count: int):
-        rows = d.batch_size // process_count
-        for batch in eval_windows(held_out, d.batch_size, d.seq_len, max_batches=cfg.train.eval_batches):
-            yield {k: v[process_index * rows:(process_index + 1) * rows] for k, v in batch.items()}
-
-    return Data(tokenizer=corpus.tokenizer, vocab_size=corpus.tokenizer.vocab_size, train=train,
-                eval=evaluate if held_out is not None else None)
+def best_mode(cfg: RunConfig) -> str:
+    """"min" or "max" for `train.best_metric`: `train.best_mode`, or by the metric's name when that is "auto"."""
+    mode = cfg.train.best_mode
+    if mode == "auto":
+        return "max" if _HIGHER_IS_BETTER.search(cfg.train.best_metric or "") else "min"
+    if mode not in ("min", "max"):
+        raise ConfigError(f"train.best_mode={mode!r} is unknown: use min, max or auto")
+    return mode
 
 
 def _like_params(opt_state, params, shardings, default):
@@ -104,9 +77,12 @@ class Engine:
         self.cfg = cfg
         self.mesh = make_mesh(cfg.mesh, devices)
         self.rules = cfg.mesh.rules
-        family = family_module(cfg)
-        self.data = data if data is not None else getattr(family, "make_data", lm_data)(cfg)
-        self.task = task if task is not None else family.make_task(cfg, self.data.vocab_size)
+        if data is None or task is None:
+            spec = get_task(cfg)
+            self.data = data if data is not None else spec.data(cfg, saved_tokenizer(cfg))
+            self.task = task if task is not None else spec.build(cfg, self.data)
+        else:
+            self.data, self.task = data, task
         check_batch_divisible(cfg.data.batch_size, self.mesh, self.rules)
         self.total_steps = cfg.train.steps if total_steps is None else total_steps
         self._build()
@@ -125,27 +101,33 @@ class Engine:
         self.replicated = NamedSharding(mesh, P())
         abstract_opt = jax.eval_shape(self.tx.init, abstract_params)
         opt_shardings = _like_params(abstract_opt, abstract_params, self.param_shardings, self.replicated)
+        self.batch_rows = batch_sharding(mesh, self.rules, leading=0)  # leading axis over the batch mesh axes
+        carry_shardings = None
+        if task.carries_state:
+            abstract_carry = jax.eval_shape(lambda: task.init_carry(cfg.data.batch_size))
+            carry_shardings = jax.tree_util.tree_map(lambda _: self.batch_rows, abstract_carry)
         self.state_shardings = TrainState(step=self.replicated, params=self.param_shardings,
-                                          opt_state=opt_shardings, rng=self.replicated)
+                                          opt_state=opt_shardings, rng=self.replicated, carry=carry_shardings)
         self.batch_shardings = {k: batch_sharding(mesh, self.rules, leading=2) for k in task.example_batch}
-        self.eval_batch_sharding = batch_sharding(mesh, self.rules, leading=0)
+        self.eval_batch_sharding = self.batch_rows
 
         def init_state(key):
             example = {k: jnp.zeros(v.shape, v.dtype) for k, v in task.example_batch.items()}
             params = nn.meta.unbox(task.init(key, example))["params"]
+            carry = task.init_carry(cfg.data.batch_size) if task.carries_state else None
             return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=self.tx.init(params),
-                              rng=jax.random.fold_in(key, 1))
+                              rng=jax.random.fold_in(key, 1), carry=carry)
 
         self._init = jax.jit(init_state, out_shardings=self.state_shardings)
         frozen = None
         if cfg.optim.freeze:
             labels = freeze_labels(abstract_params, cfg.optim.freeze)
             frozen = jax.tree_util.tree_map(lambda label: label == "frozen", labels)
-        multi = make_multi_step(make_train_step(task, self.tx, self.schedule, frozen))
+        multi = make_multi_step(make_train_step(task, self.tx, self.schedule, frozen, cfg.optim.loss_norm))
         self._train = jax.jit(multi, in_shardings=(self.state_shardings, self.batch_shardings),
                               out_shardings=(self.state_shardings, self.replicated), donate_argnums=0)
-        self._eval = jax.jit(make_eval_step(task), in_shardings=(self.param_shardings, self.eval_batch_sharding),
-                             out_shardings=self.replicated)
+        # The eval carry follows the eval batch (its size may differ from training's): its sharding is inferred.
+        self._eval = jax.jit(make_eval_step(task), in_shardings=(self.param_shardings, self.eval_batch_sharding, None))
         self._grad = jax.jit(make_grad_fn(task), in_shardings=(self.param_shardings, self.eval_batch_sharding),
                              out_shardings=(self.replicated, self.param_shardings))
 
@@ -157,8 +139,23 @@ class Engine:
             yield
 
     def init_state(self) -> TrainState:
+        """A fresh train state; with `train.init_from`, its parameters (or the `init_target` subtree of them) come
+        from that run's latest checkpoint."""
         with self.activate():
-            return self._init(jax.random.PRNGKey(self.cfg.train.seed))
+            state = self._init(jax.random.PRNGKey(self.cfg.train.seed))
+        source = init_run_dir(self.cfg)
+        if source is None:
+            return state
+        from lmjax.train.pretrained import graft, load_params, subtree
+
+        t = self.cfg.train
+        step, saved = load_params(source)
+        params = graft(jax.device_get(state.params), subtree(saved, t.init_source, "train.init_source"),
+                       t.init_target)
+        log.info("initialised %s from step %d of %s", t.init_target or "every parameter", step, source)
+        self.init_message = (f"initialised {t.init_target or 'all parameters'} from {source} (step {step}"
+                             f"{', subtree ' + t.init_source if t.init_source else ''})")
+        return state.replace(params=jax.device_put(params, self.param_shardings))
 
     def abstract_state(self) -> TrainState:
         """ShapeDtypeStructs with shardings: the restore target for a checkpoint saved on any mesh."""
@@ -169,26 +166,52 @@ class Engine:
 
     def train_steps(self, state: TrainState, host_batches: dict[str, np.ndarray]) -> tuple[TrainState, dict]:
         """Run K optimizer steps; `host_batches` leaves are this process's rows, shaped [K, A, B_local, ...]."""
+        unknown = set(host_batches) - set(self.batch_shardings)
+        if unknown:
+            raise ValueError(f"batch keys {sorted(unknown)} are not in the task's example_batch "
+                             f"({sorted(self.batch_shardings)}): add them there")
         batches = {k: jax.make_array_from_process_local_data(self.batch_shardings[k], np.asarray(v))
                    for k, v in host_batches.items()}
         with self.activate():
             return self._train(state, batches)
 
-    def evaluate(self, params, batches: Iterable[dict[str, np.ndarray]] | None = None) -> dict[str, float]:
-        """Exact mean loss over the eval batches: sum of loss sums / sum of counts."""
+    def eval_batches(self, split: str = "validation", max_batches: int | None = -1):
+        """This process's evaluation batches of `split`; max_batches -1 = `train.eval_batches` (0 = all), None = all.
+        None when the data has no such split."""
+        if self.data.eval is None:
+            return None
+        return self.data.eval(jax.process_index(), jax.process_count(), split, max_batches)
+
+    def evaluate(self, params, batches: Iterable[dict[str, np.ndarray]] | None = None, *, split: str = "validation",
+                 max_batches: int | None = -1) -> dict[str, float]:
+        """Exact means over the evaluation batches: eval_loss = sum of loss sums / sum of counts, and for every aux
+        sum `k` of the task, eval_k = sum of k / sum of counts; then the task's corpus metrics. A stateful task's
+        carry runs across the batches in order, from `init_carry`. {} when there is nothing to evaluate."""
         if batches is None:
-            if self.data.eval is None:
+            batches = self.eval_batches(split, max_batches)
+            if batches is None:
                 return {}
-            batches = self.data.eval(jax.process_index(), jax.process_count())
-        total, count = 0.0, 0.0
+        sums: dict[str, float] = {}
+        loss, count, carry = 0.0, 0.0, None
+        pending = []
         with self.activate():
             for batch in batches:
-                loss_sum, n = self._eval(params, host_to_global(batch, self.eval_batch_sharding))
-                total += float(loss_sum)
-                count += float(n)
+                if self.task.carries_state and carry is None:
+                    rows = len(next(iter(batch.values()))) * jax.process_count()
+                    carry = self.task.init_carry(rows)
+                (loss_sum, n, aux), carry = self._eval(params, host_to_global(batch, self.eval_batch_sharding), carry)
+                pending.append((loss_sum, n, aux))
+                if len(pending) >= 64:  # fetch in groups: no sync per batch, bounded device memory
+                    loss, count = _add(pending, sums, loss, count)
+                    pending = []
+        loss, count = _add(pending, sums, loss, count)
         if count == 0:
-            raise ConfigError("the evaluation split produced no tokens: check data.seq_len against the split's size")
-        return {"eval_loss": total / count, "eval_tokens": count}
+            raise ConfigError("the evaluation split produced no tokens: check data.seq_len and data.eval_batch_size "
+                              "against the split's size")
+        out = {"eval_loss": loss / count, "eval_tokens": count, **{f"eval_{k}": v / count for k, v in sums.items()}}
+        if self.task.corpus_metrics is not None:
+            out |= {f"eval_{k}": float(v) for k, v in self.task.corpus_metrics(self, params).items()}
+        return out
 
     def loss_and_grads(self, params, host_batch: dict[str, np.ndarray]) -> tuple[jax.Array, Any]:
         """Mean loss and its gradients for one global batch, in eval mode (for 1-vs-N-device parity checks)."""
@@ -200,3 +223,12 @@ class Engine:
         accum = self.cfg.optim.grad_accum
         micro = [next(iterator) for _ in range(steps * accum)]
         return {k: np.stack([m[k] for m in micro]).reshape(steps, accum, *micro[0][k].shape) for k in micro[0]}
+
+
+def _add(pending, sums: dict, loss: float, count: float) -> tuple[float, float]:
+    for loss_sum, n, aux in jax.device_get(pending):
+        loss += float(loss_sum)
+        count += float(n)
+        for k, v in aux.items():
+            sums[k] = sums.get(k, 0.0) + float(v)
+    return loss, count

@@ -1,4 +1,4 @@
-"""Run logging: a JSON-lines log, TensorBoard scalars, a tqdm progress bar and a loss plot.
+"""Run logging: a JSON-lines log, TensorBoard scalars, a tqdm progress bar and a loss plot; and MFU (`mfu`).
 
     log = RunLogger(workdir, total_steps=5000, initial_step=step)
     log.advance(k)                                            # after k train steps
@@ -90,9 +90,12 @@ class RunLogger:
         return plot_losses(self.jsonl_path, self.workdir / "loss.png", title=self._desc)
 
     def _describe(self, values: dict[str, float], split: str) -> str:
-        """The bar's postfix: the latest train loss, tok/s and MFU, and the latest eval loss."""
+        """The bar's postfix: the latest train loss, tok/s and MFU, and the latest eval loss with up to two other
+        eval metrics (eval_accuracy as "accuracy 0.8123")."""
         if split == "eval" and "eval_loss" in values:
-            self._postfix["eval"] = f"eval {values['eval_loss']:.4f}"
+            extra = [f"{k.removeprefix('eval_')} {v:.4f}" for k, v in values.items()
+                     if k not in ("eval_loss", "eval_tokens") and not k.endswith("_loss")][:2]
+            self._postfix["eval"] = " ".join([f"eval {values['eval_loss']:.4f}", *extra])
         elif split == "train":
             if "loss" in values:
                 self._postfix["loss"] = f"loss {values['loss']:.4f}"
@@ -177,3 +180,18 @@ def _drop_after(path: pathlib.Path, step: int) -> None:
     tmp = path.with_suffix(".jsonl.tmp")
     tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
     os.replace(tmp, path)
+
+
+def mfu(flops_per_token: float, tokens_per_s: float, peak_flops: float, n_devices: int = 1) -> float:
+    """Model FLOPs utilization in [0, 1]: achieved FLOP/s over the peak of all `n_devices` devices,
+
+        MFU = flops_per_token * tokens_per_s / (peak_flops * n_devices)
+
+    with `peak_flops` per device (`lmjax.hardware.device_peak_flops`). Clipped at 1 because a CPU peak measured
+    while the machine was busy can undershoot what training later reaches.
+    """
+    if peak_flops <= 0 or n_devices < 1:
+        raise ValueError(f"need peak_flops > 0 and n_devices >= 1, got {peak_flops} and {n_devices}")
+    if flops_per_token < 0 or tokens_per_s < 0:
+        raise ValueError(f"need flops_per_token, tokens_per_s >= 0, got {flops_per_token} and {tokens_per_s}")
+    return min(1.0, flops_per_token * tokens_per_s / (peak_flops * n_devices))

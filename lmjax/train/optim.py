@@ -15,11 +15,9 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from lmjax.config import ConfigError, OptimConfig
+from lmjax.config import LOSS_NORMS, OPTIMIZERS, SCHEDULES, ConfigError, OptimConfig
 from lmjax.parallel.sharding import path_str
 
-OPTIMIZERS = ("adamw", "sgd", "adagrad")
-SCHEDULES = ("cosine", "linear", "inverse_sqrt", "constant")
 
 
 def make_schedule(cfg: OptimConfig, total_steps: int) -> optax.Schedule:
@@ -29,6 +27,8 @@ def make_schedule(cfg: OptimConfig, total_steps: int) -> optax.Schedule:
     linear:       lr -> end_lr linearly until `total_steps`
     inverse_sqrt: lr * sqrt(warmup / step) after warmup (Vaswani et al.)
     constant:     lr
+    step:         lr * decay_rate^max(0, floor((step - decay_start) / decay_every) + 1) from decay_start on, lr
+                  before (Zaremba et al.'s per-epoch decay with decay_every = steps per epoch)
     """
     if cfg.schedule not in SCHEDULES:
         raise ConfigError(f"optim.schedule={cfg.schedule!r} is unknown: choose one of {', '.join(SCHEDULES)}")
@@ -42,6 +42,16 @@ def make_schedule(cfg: OptimConfig, total_steps: int) -> optax.Schedule:
     elif cfg.schedule == "inverse_sqrt":
         w = max(warmup, 1)
         decay = lambda step: cfg.lr * jnp.sqrt(w / jnp.maximum(step + w, 1.0))  # noqa: E731 - step counts from warmup's end
+    elif cfg.schedule == "step":
+        if cfg.decay_every < 1 or not 0.0 < cfg.decay_rate <= 1.0:
+            raise ConfigError(f"optim.schedule=step needs optim.decay_every >= 1 (got {cfg.decay_every}) and "
+                              f"optim.decay_rate in (0, 1] (got {cfg.decay_rate})")
+
+        def decay(step):
+            # In steps after warmup; decay_start counts from step 0 of the run.
+            since = jnp.asarray(step) + warmup - cfg.decay_start
+            decays = jnp.where(since >= 0, since // cfg.decay_every + 1, 0)
+            return cfg.lr * jnp.asarray(cfg.decay_rate, jnp.float32) ** decays.astype(jnp.float32)
     else:
         decay = optax.constant_schedule(cfg.lr)
     if warmup == 0:
@@ -74,6 +84,8 @@ def make_optimizer(cfg: OptimConfig, total_steps: int, params=None) -> tuple[opt
         raise ConfigError(f"optim.name={cfg.name!r} is unknown: choose one of {', '.join(OPTIMIZERS)}")
     if cfg.grad_accum < 1:
         raise ConfigError(f"optim.grad_accum={cfg.grad_accum} must be >= 1")
+    if cfg.loss_norm not in LOSS_NORMS:
+        raise ConfigError(f"optim.loss_norm={cfg.loss_norm!r} is unknown: choose one of {', '.join(LOSS_NORMS)}")
     schedule = make_schedule(cfg, total_steps)
     if cfg.name == "adamw":
         base = optax.adamw(schedule, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps, weight_decay=cfg.weight_decay,

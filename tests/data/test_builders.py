@@ -5,9 +5,12 @@ from __future__ import annotations
 import collections
 import gzip
 import hashlib
+import json
 import lzma
+import os
 import shutil
 import socket
+import time
 import zipfile
 
 import pytest
@@ -260,3 +263,79 @@ def test_a_failed_prepare_leaves_nothing_behind(tmp_path, monkeypatch):
     error(load, "ptb", "train", data_dir=data_dir)
     (data_dir / "ptb" / "ptb.train.txt").write_bytes(b" a b \n c \n")
     assert load_text("ptb", "train", data_dir=data_dir) == " a b \n c \n"
+
+
+# --------------------------------------------------------------------------- the prepared copy follows its raw files
+
+
+def test_a_changed_raw_file_is_prepared_again(tmp_path, monkeypatch, caplog):
+    data_dir = ptb_folder(tmp_path, monkeypatch, train=b" a b \n c \n", valid=b" a \n", test=b" a \n")
+    assert load_text("ptb", "train", data_dir=data_dir) == " a b \n c \n"
+    train = data_dir / "ptb" / "ptb.train.txt"
+    train.write_bytes(b" d \n")
+    builders._prepared.cache_clear()  # as in a new process
+    with caplog.at_level("WARNING", logger="lmjax.data.builders"):
+        assert load_text("ptb", "train", data_dir=data_dir) == " d \n"
+    notices = [r.getMessage() for r in caplog.records if "out of date" in r.getMessage()]
+    assert notices == ["the prepared copy of ptb is out of date (ptb.train.txt changed size (10 -> 4 bytes)): "
+                       "preparing it again"]
+    assert sorted(p.name for p in (tmp_path / "tfds" / "ptb").iterdir()) == ["1.0.0"]  # the old copy is gone
+
+    # Same size, other bytes: caught by the hash.
+    train.write_bytes(b" e \n")
+    builders._prepared.cache_clear()
+    assert load_text("ptb", "train", data_dir=data_dir) == " e \n"
+
+
+def test_a_copied_raw_file_is_not_prepared_again(tmp_path, monkeypatch, caplog):
+    data_dir = ptb_folder(tmp_path, monkeypatch, train=b" a b \n", valid=b" a \n", test=b" a \n")
+    load_text("ptb", "train", data_dir=data_dir)
+    prepared = next((tmp_path / "tfds" / "ptb").glob("*/ptb-train.array_record*"))
+    before = prepared.stat().st_mtime_ns
+    train = data_dir / "ptb" / "ptb.train.txt"
+    os.utime(train, ns=(train.stat().st_atime_ns, train.stat().st_mtime_ns + 10**9))  # same bytes, a new mtime
+    builders._prepared.cache_clear()
+    with caplog.at_level("WARNING", logger="lmjax.data.builders"):
+        assert load_text("ptb", "train", data_dir=data_dir) == " a b \n"
+    assert not caplog.records and prepared.stat().st_mtime_ns == before
+    record = json.loads((prepared.parent / builders.SOURCES_RECORD).read_text())
+    assert record["files"]["ptb.train.txt"]["mtime_ns"] == train.stat().st_mtime_ns  # no hashing next time
+
+
+def test_a_copy_prepared_without_a_record_is_checked_by_time(tmp_path, monkeypatch):
+    data_dir = ptb_folder(tmp_path, monkeypatch, train=b" a b \n", valid=b" a \n", test=b" a \n")
+    load_text("ptb", "train", data_dir=data_dir)
+    record = next((tmp_path / "tfds" / "ptb").glob(f"*/{builders.SOURCES_RECORD}"))
+    record.unlink()  # as an older lmjax left it
+    builders._prepared.cache_clear()
+    assert load_text("ptb", "train", data_dir=data_dir) == " a b \n"  # nothing newer: kept, and recorded now
+    assert record.exists()
+    record.unlink()
+    train = data_dir / "ptb" / "ptb.train.txt"
+    train.write_bytes(b" z \n")
+    os.utime(train, ns=(time.time_ns() + 10**9,) * 2)  # written after the copy was prepared
+    builders._prepared.cache_clear()
+    assert load_text("ptb", "train", data_dir=data_dir) == " z \n"
+
+
+def test_a_damaged_prepared_copy_is_a_data_error(tmp_path, monkeypatch):
+    data_dir = ptb_folder(tmp_path, monkeypatch, train=b" a b \n", valid=b" a \n", test=b" a \n")
+    load_text("ptb", "train", data_dir=data_dir)
+    shard = next((tmp_path / "tfds" / "ptb").glob("*/ptb-train.array_record*"))
+    shard.write_bytes(b"truncated")
+    builders._prepared.cache_clear()
+    message = error(load, "ptb", "train", data_dir=data_dir)
+    assert "prepared copy of ptb" in message and "damaged" in message and "delete that directory" in message
+    (shard.parent / builders.SOURCES_RECORD).write_text("{not json")
+    assert "lmjax_sources.json" in error(load, "ptb", "train", data_dir=data_dir)
+    (shard.parent / "dataset_info.json").write_text("{not json")
+    assert "damaged" in error(load, "ptb", "train", data_dir=data_dir)
+
+
+def test_a_raw_file_emptied_after_preparing_is_reported_not_ignored(tmp_path, monkeypatch):
+    data_dir = ptb_folder(tmp_path, monkeypatch, train=b" a b \n", valid=b" a \n", test=b" a \n")
+    load_text("ptb", "train", data_dir=data_dir)
+    (data_dir / "ptb" / "ptb.train.txt").write_bytes(b"")
+    builders._prepared.cache_clear()
+    assert "ptb.train.txt is empty" in error(load, "ptb", "train", data_dir=data_dir)
+    assert not list((tmp_path / "tfds" / "ptb").iterdir())  # the out-of-date copy is not kept beside nothing

@@ -10,6 +10,7 @@ import pytest
 from jax.sharding import PartitionSpec as P
 
 from lmjax.config import DEFAULT_RULES, ConfigError, RunConfig, get_preset, list_presets
+from lmjax.train.task import Data
 from lmjax.models.gpt import GPT, GPTConfig, count_params, generate, init_cache, make_task, model_from_config
 
 V = 50  # real vocabulary; padded to 128
@@ -39,7 +40,7 @@ def _init():
 
 @functools.cache
 def loss_fn():
-    return jax.jit(make_task(run_cfg(), V).loss_fn, static_argnums=3)
+    return jax.jit(make_task(run_cfg(), Data(None, V, None)).loss_fn, static_argnums=3)
 
 
 def tokens(shape, seed=0):
@@ -124,7 +125,7 @@ def test_heads_must_divide_width():
 
 def test_seq_len_beyond_block_size():
     with pytest.raises(ConfigError, match="data.seq_len=32 exceeds model.block_size=16"):
-        make_task(run_cfg(seq_len=32), V)
+        make_task(run_cfg(seq_len=32), Data(None, V, None))
     with pytest.raises(ValueError, match="longer than model.block_size=16"):
         GPT(CFG).init(jax.random.key(0), jnp.zeros((1, 17), jnp.int32))
 
@@ -151,7 +152,7 @@ def test_loss_fn_is_sum_and_count_of_cross_entropy(params):
     np.testing.assert_allclose(loss_sum / count, nll[mask].mean(), rtol=1e-6)
     unmasked, count, _ = loss_fn()(params, {"inputs": x, "targets": y, "mask": jnp.ones((2, 16))}, None, False)
     np.testing.assert_allclose(unmasked / count, nll.mean(), rtol=1e-6)
-    task = make_task(run_cfg(), V)
+    task = make_task(run_cfg(), Data(None, V, None))
     assert task.example_batch["inputs"] == jax.ShapeDtypeStruct((4, 16), jnp.int32)
     assert task.tokens_per_example == 16
 
@@ -166,7 +167,7 @@ def test_padded_vocab_excluded_from_loss_and_never_sampled(params):
 
 
 def test_flops_per_token_is_nanogpt_estimate():
-    task = make_task(run_cfg(), V)
+    task = make_task(run_cfg(), Data(None, V, None))
     c, layers, t = CFG.n_embd, CFG.n_layer, 16
     per_layer = 3 * c * c + 3 * c + c * c + c + 2 * (4 * c * c) + 4 * c + c + 4 * c  # qkv, proj, mlp, 2 LayerNorms
     n = layers * per_layer + 2 * c + 128 * c  # + final LayerNorm + tied (padded) embedding; wpe excluded
@@ -174,7 +175,7 @@ def test_flops_per_token_is_nanogpt_estimate():
 
 
 def test_adamw_fits_a_repeated_sequence():
-    task = make_task(run_cfg(), V)
+    task = make_task(run_cfg(), Data(None, V, None))
     seq = jnp.tile(jnp.arange(8, dtype=jnp.int32) * 3, 5)
     batch = {"inputs": jnp.stack([seq[:16], seq[4:20]]), "targets": jnp.stack([seq[1:17], seq[5:21]])}
     params = init_params()
@@ -282,7 +283,7 @@ def test_task_sample_fn_decodes_prompt_and_continuation(params):
             return "".join(chr(ord("a") + i) for i in ids)
 
     prompt = Chars().decode(tokens((1, 6))[0].tolist())
-    text = make_task(run_cfg(), V).sample_fn(params, Chars(), prompt, 16, jax.random.PRNGKey(0), **SAMPLING)
+    text = make_task(run_cfg(), Data(None, V, None)).sample_fn(params, Chars(), prompt, 16, jax.random.PRNGKey(0), **SAMPLING)
     assert text == Chars().decode(sample(params, 0)[0].tolist()) and text.startswith(prompt) and len(text) == 22
 
 

@@ -14,9 +14,11 @@ from lmjax.config import DataConfig, OptimConfig, RunConfig, TrainConfig, get_pr
 from lmjax.models.gpt import FREEZE_TRUNK, GPT, GPTClassifier, GPTConfig, make_classifier_task, make_task
 from lmjax.ops.losses import token_cross_entropy
 from lmjax.train.optim import make_optimizer
+from lmjax.train.task import Data
 
 V, T, B = 20, 12, 16
 CFG = GPTConfig(vocab_size=V, block_size=T, n_layer=2, n_head=2, n_embd=32)
+DATA = Data(tokenizer=None, vocab_size=V, train=None, info={"num_classes": 2})
 
 
 def run_cfg(model=CFG, **optim):
@@ -27,7 +29,7 @@ def run_cfg(model=CFG, **optim):
 
 @functools.cache
 def task(lm_weight=0.0, model=CFG):
-    return make_classifier_task(run_cfg(model), V, 2, lm_weight=lm_weight)
+    return make_classifier_task(run_cfg(dataclasses.replace(model, aux_lm_weight=lm_weight)), DATA)
 
 
 @functools.cache
@@ -64,7 +66,7 @@ def train(t, params, optim_cfg, steps, seed=0):
         (loss, (count, aux)), grads = jax.value_and_grad(
             lambda p: (lambda s, c, a: (s / c, (c, a)))(*t.loss_fn(p, batch, key, True)), has_aux=True)(params)
         updates, opt_state = tx.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), opt_state, aux["correct"] / count
+        return optax.apply_updates(params, updates), opt_state, aux["accuracy"] / count
 
     opt_state = tx.init(params)
     for i in range(steps):
@@ -117,7 +119,7 @@ def test_classifier_learns_a_separable_task():
     params, _ = train(t, init_params(), run_cfg().optim, steps=40)
     batch = synthetic(seed=99, n=64)  # unseen rows
     loss_sum, count, aux = evaluate(t, params, batch)
-    assert float(aux["correct"] / count) > 0.9, float(aux["correct"] / count)
+    assert float(aux["accuracy"] / count) > 0.9, float(aux["accuracy"] / count)
 
 
 def test_lm_weight_zero_is_the_classification_loss_and_positive_adds_the_lm_mean():
@@ -143,17 +145,17 @@ def test_lm_weight_zero_is_the_classification_loss_and_positive_adds_the_lm_mean
 
 def test_engine_trains_the_classifier_task():
     from lmjax.train.engine import Engine
-    from lmjax.train.task import Data
 
-    cfg = dataclasses.replace(run_cfg(freeze=FREEZE_TRUNK), train=TrainConfig(steps=3, seed=0))
+    cfg = dataclasses.replace(run_cfg(dataclasses.replace(CFG, aux_lm_weight=0.5), freeze=FREEZE_TRUNK),
+                              train=TrainConfig(steps=3, seed=0))
     batches = iter(lambda: {k: np.asarray(v) for k, v in synthetic().items()}, None)
-    engine = Engine(cfg, data=Data(tokenizer=None, vocab_size=V, train=lambda i, n: batches),
-                    task=make_classifier_task(cfg, V, 2, lm_weight=0.5))
+    data = Data(tokenizer=None, vocab_size=V, train=lambda i, n: batches, info={"num_classes": 2})
+    engine = Engine(cfg, data=data, task=make_classifier_task(cfg, data))
     state = engine.init_state()
     before = jax.device_get(state.params)
     state, metrics = engine.train_steps(state, engine.stack_batches(batches, 3))
     assert metrics["loss"].shape == (3,) and np.all(np.isfinite(metrics["loss"]))
-    assert 0 <= float(metrics["correct"][-1]) <= 1 and float(metrics["lm_loss"][-1]) > 0
+    assert 0 <= float(metrics["accuracy"][-1]) <= 1 and float(metrics["lm_loss"][-1]) > 0
     after = jax.device_get(state.params)
     np.testing.assert_array_equal(before["gpt"]["wte"], after["gpt"]["wte"])
     assert not np.array_equal(before["head"]["kernel"], after["head"]["kernel"])
@@ -161,7 +163,7 @@ def test_engine_trains_the_classifier_task():
 
 def test_flops_count_the_lm_projection_only_with_the_auxiliary_loss():
     head = 6 * (2 * CFG.n_embd + 2)
-    lm = make_task(run_cfg(), V).flops_per_token
+    lm = make_task(run_cfg(), DATA).flops_per_token
     assert task(0.5).flops_per_token == lm + head
     assert task(0.0).flops_per_token == lm + head - 6 * CFG.padded_vocab_size * CFG.n_embd
 

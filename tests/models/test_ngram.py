@@ -158,3 +158,31 @@ def test_hashed_scoring_matches_a_plain_backoff_query(order):
     for m in (NGramModel.fit(train, order), NGramModel.fit(train, order, "add_k", k=0.1)):
         expected = [_backoff_reference(m, s) for s in test]
         np.testing.assert_allclose(m.sentence_logprob(test), expected, rtol=0, atol=1e-4)
+
+
+def test_cli_rejects_bad_input_in_one_line(tmp_path, capsys):
+    train = tmp_path / "train.txt"
+    train.write_text("the cat sat\nthe dog sat\n")
+    blank = tmp_path / "blank.txt"
+    blank.write_text("  \n\n\t\n")
+    arpa = str(tmp_path / "m.arpa")
+    assert main(["build", str(train), arpa, "--order", "2", "--smoothing", "add_k"]) == 0
+    capsys.readouterr()
+
+    def one_line(args) -> str:
+        assert main(args) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and err.startswith("error: "), err
+        return err
+
+    for k in ("-2", "0"):
+        assert f"-k={k} is invalid: it must be >= 1" in one_line(["next", arpa, "the", "-k", k])
+        assert f"-k={k} is invalid" in one_line(["fill", arpa, "the ___", "-k", k])
+    # blank-only input: `ppl` rejects what `build` rejects, with the same line
+    assert one_line(["ppl", arpa, str(blank)]) == one_line(["build", str(blank), str(tmp_path / "b.arpa")])
+    assert "has no words" in one_line(["ppl", arpa, str(blank)])
+    missing = tmp_path / "no" / "such" / "out.arpa"
+    assert f"directory {missing.parent} does not exist" in one_line(["build", str(train), str(missing)])
+    assert not missing.parent.exists()
+    assert main(["next", arpa, "the", "-k", "2"]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 2

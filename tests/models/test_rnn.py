@@ -1,4 +1,3 @@
-import dataclasses
 import functools
 
 import flax.linen as nn
@@ -10,7 +9,6 @@ import torch
 
 from lmjax.config import ConfigError, get_preset
 from lmjax.models import rnn
-from lmjax.train.step import TrainState
 
 V, H, L = 13, 8, 2
 CFG = rnn.RNNConfig(vocab_size=V, hidden=H, n_layer=L, init_scale=0.3)
@@ -74,45 +72,63 @@ def test_carried_state_over_two_halves_equals_one_long_sequence():
     assert all(float(jnp.abs(h[0]).max()) == 0 and float(jnp.abs(h[1]).max()) > 0 for h in jax.tree.leaves(reset))
 
 
-def test_stream_loss_with_carry_equals_loss_of_the_whole_stream():
-    p = params()
-    tokens = np.random.default_rng(3).integers(0, V, 21)
-    from lmjax.data import eval_windows
+def _tbptt_engine(tokens, vocab, *, batch, seq_len, hidden=16, eval_batch=1, init_scale=CFG.init_scale, **optim):
+    """An Engine of the rnn family's tbptt task on a token array (ContiguousStream training, one-stream eval)."""
+    from lmjax.data import ContiguousStream, eval_windows
+    from lmjax.train.engine import Engine
+    from lmjax.train.task import Data, get_task
 
-    windows = list(eval_windows(tokens, 1, 6))
-    stacked = {k: jnp.asarray(np.stack([w[k] for w in windows])) for k in windows[0]}
-    loss_sum, count = jax.jit(lambda p, w: rnn.stream_loss(MODEL, p, w))(p, stacked)
+    sets = [f"model.vocab_size={vocab}", f"model.hidden={hidden}", f"model.init_scale={init_scale}", f"data.batch_size={batch}",
+            f"data.seq_len={seq_len}", f"data.eval_batch_size={eval_batch}", *(f"optim.{k}={v}" for k, v in optim.items())]
+    cfg = get_preset("zaremba_small", sets)
+    data = Data(tokenizer=None, vocab_size=vocab, train=lambda i, n: ContiguousStream(tokens, batch, seq_len),
+                eval=lambda i, n, split="validation", max_batches=-1: eval_windows(tokens, eval_batch, seq_len))
+    return Engine(cfg, data=data, task=get_task(cfg).build(cfg, data))
+
+
+def test_stream_eval_with_carry_equals_loss_of_the_whole_stream():
+    """The engine's evaluation of a stateful task carries the state across batches: one stream of 20 targets in
+    windows of 6 scores exactly as the whole sequence at once."""
+    tokens = np.random.default_rng(3).integers(0, V, 21)
+    engine = _tbptt_engine(tokens, V, batch=2, seq_len=6, hidden=CFG.hidden)
+    p = params()
+    out = engine.evaluate(p)
     logits, _ = forward(p, jnp.asarray(tokens[None, :-1]), rnn.init_carry(CFG, 1))
     ref = -jnp.take_along_axis(jax.nn.log_softmax(logits), jnp.asarray(tokens[None, 1:, None]), -1).sum()
-    assert float(count) == 20
-    np.testing.assert_allclose(loss_sum, ref, rtol=1e-5)
+    assert out["eval_tokens"] == 20
+    np.testing.assert_allclose(out["eval_loss"] * 20, ref, rtol=1e-5)
 
 
-def test_zaremba_schedule_halves_after_epoch_four():
-    cfg = get_preset("zaremba_small")
-    schedule = rnn.zaremba_schedule(cfg, steps_per_epoch=10)
+def test_zaremba_presets_schedule_halves_after_epoch_four():
+    from lmjax.train.optim import make_schedule
+
+    cfg = get_preset("zaremba_small", ["optim.decay_every=10", "optim.decay_start=40"])
+    schedule = make_schedule(cfg.optim, cfg.train.steps)
     lrs = [float(schedule(s)) for s in (0, 39, 40, 49, 50, 129)]
     assert lrs == [1.0, 1.0, 0.5, 0.5, 0.25, 0.5 ** 9]
 
 
-def test_tbptt_steps_learn_a_periodic_stream():
-    """SGD with the state carried across 3-token batches learns a period-5 sequence no 3-token window determines."""
-    cfg = dataclasses.replace(get_preset("zaremba_small"), model=dataclasses.replace(CFG, vocab_size=5, hidden=16))
-    model = rnn.RNNLM(cfg.model)
-    tx, schedule = rnn.make_optimizer(cfg, steps_per_epoch=1000)
-    p = nn.meta.unbox(model.init(jax.random.key(0), jnp.zeros((2, 3), jnp.int32), rnn.init_carry(cfg.model, 2)))
-    state = TrainState(jnp.int32(0), p["params"], tx.init(p["params"]), jax.random.PRNGKey(0))
-    stream = np.tile([0, 1, 2, 1, 3], 200)
-    from lmjax.data import ContiguousStream
-
-    batches = ContiguousStream(stream, 2, 3)
-    run = jax.jit(rnn.make_tbptt_step(model, tx, schedule))
-    carry, losses = rnn.init_carry(cfg.model, 2), []
+def test_tbptt_task_learns_a_periodic_stream():
+    """SGD with the state carried across 3-token batches learns a period-5 sequence no 3-token window determines;
+    from zeros every batch (no carry) it cannot get below the ambiguity of the windows."""
+    stream = np.tile([0, 1, 2, 1, 3], 200).astype(np.int32)
+    engine = _tbptt_engine(stream, 5, batch=2, seq_len=3)
+    state, batches, losses = engine.init_state(), engine.data.train(0, 1), []
     for _ in range(6):
-        group = [next(batches) for _ in range(25)]
-        state, carry, metrics = run(state, carry, {k: np.stack([b[k] for b in group]) for k in group[0]})
+        state, metrics = engine.train_steps(state, engine.stack_batches(batches, 25))
         losses.append(float(np.mean(metrics["loss"])))
-    assert losses[-1] < 0.1 < losses[0], losses
+    assert state.carry is not None and losses[-1] < 0.1 < losses[0], losses
+
+
+def test_carry_resets_at_an_epoch_start():
+    """ContiguousStream marks an epoch's first batch `reset`: the engine restarts those rows from zeros, so the loss
+    of the first batch of epoch 2 equals that of epoch 1 under the same parameters (lr 1e-30 keeps them)."""
+    stream = np.random.default_rng(0).integers(0, 7, 2 * 3 * 4 + 2).astype(np.int32)  # 3 batches per epoch
+    engine = _tbptt_engine(stream, 7, batch=2, seq_len=4, lr=1e-30)  # updates below the parameters' ulp
+    state, batches = engine.init_state(), engine.data.train(0, 1)
+    state, metrics = engine.train_steps(state, engine.stack_batches(batches, 6))
+    loss = np.asarray(metrics["loss"])
+    assert loss[0] == loss[3] and loss[1] == loss[4] and loss[0] != loss[1]
 
 
 def test_engine_trains_rnn_smoke(tmp_path):
@@ -127,14 +143,18 @@ def test_engine_trains_rnn_smoke(tmp_path):
 def test_bad_config_is_a_config_error():
     with pytest.raises(ConfigError, match="model.cell"):
         rnn.model_from_config(get_preset("rnn_smoke", ["model.cell=peephole_lstm"]), 10)
-    with pytest.raises(ConfigError, match="optim.name=sgd"):
-        rnn.make_optimizer(get_preset("zaremba_small", ["optim.name=adamw"]), 10)
+    from lmjax.train.task import get_task
+
+    with pytest.raises(ConfigError, match="choose one of lm, tbptt"):
+        get_task(get_preset("rnn_smoke", ["task=classify"]))
 
 
 def test_presets_are_zarembas():
     for name, hidden, dropout, epochs in (("zaremba_small", 200, 0.0, 13), ("zaremba_medium", 650, 0.5, 39),
                                           ("zaremba_large", 1500, 0.65, 55)):
         cfg = get_preset(name)
-        assert (cfg.model.hidden, cfg.model.n_layer, cfg.model.dropout, cfg.model.epochs) == (hidden, 2, dropout,
-                                                                                               epochs)
+        assert (cfg.model.hidden, cfg.model.n_layer, cfg.model.dropout, cfg.train.steps) == (hidden, 2, dropout,
+                                                                                              epochs * 1327)
         assert (cfg.data.batch_size, cfg.data.seq_len, cfg.optim.name, cfg.optim.lr) == (20, 35, "sgd", 1.0)
+        assert (cfg.task, cfg.optim.schedule, cfg.optim.loss_norm, cfg.optim.decay_every) == ("tbptt", "step",
+                                                                                             "sequence", 1327)

@@ -293,3 +293,45 @@ def test_bad_input_is_explained():
     model = w2v.Word2Vec(w2v.Vocab(("a",), np.array([1])), np.ones((1, 2), np.float32))
     with pytest.raises(KeyError, match="not in the vocabulary"):
         model.similarity("a", "b")
+
+
+def test_cli_rejects_bad_input_in_one_line(tmp_path, capsys):
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("the cat sat on the mat\n" * 20)
+    train = ["train", "--corpus", str(corpus), "--min-count", "1", "--dim", "4", "--epochs", "1", "--sample", "0",
+             "--batch-size", "8", "--steps-per-call", "2"]
+
+    def one_line(args) -> str:
+        assert w2v.main(args) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and err.startswith("error: "), err
+        return err
+
+    out = ["--out", str(tmp_path / "v")]
+    assert "--sg expects true or false, got 'maybe'" in one_line([*train, *out, "--sg", "maybe"])
+    assert "--hs expects true or false" in one_line([*train, "--out", str(tmp_path / "v"), "--hs", "2"])
+    missing = tmp_path / "missing" / "x.txt"
+    assert f"directory {missing.parent} does not exist" in one_line([*train, "--out", str(missing)])  # before training
+    latin1 = tmp_path / "latin1.txt"
+    latin1.write_bytes("caf\xe9 au lait\n".encode("latin-1"))
+    assert "latin1.txt is not UTF-8 text" in one_line(["train", "--corpus", str(latin1), "--out", str(tmp_path / "v")])
+    assert "no vectors file at" in one_line(["neighbours", str(tmp_path / "missing.txt"), "the"])
+    assert "does not start with a 'vocab_size dim' line" in one_line(["neighbours", str(corpus), "the"])
+
+    vectors = tmp_path / "v.txt"
+    assert w2v.main([*train, "--out", str(vectors), "--sg", "false"]) == 0
+    assert w2v.main([*train, "--out", str(tmp_path / "sg.txt"), "--sg"]) == 0  # the flag alone: skip-gram
+    assert w2v.load_word2vec_format(vectors).vectors.shape == (5, 4)
+    assert not np.array_equal(w2v.load_word2vec_format(vectors).vectors,
+                              w2v.load_word2vec_format(tmp_path / "sg.txt").vectors)  # CBOW trained other vectors
+    capsys.readouterr()
+    assert "--topn=0 is invalid" in one_line(["neighbours", str(vectors), "the", "--topn", "0"])
+    assert w2v.main(["neighbours", str(vectors), "the", "--topn", "2"]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 2
+
+
+def test_flag_bool_is_strict():
+    assert w2v._flag_bool("sg", "false") is False and w2v._flag_bool("sg", "Yes") is True
+    assert w2v._flag_bool("hs", True) is True
+    with pytest.raises(ConfigError, match="--sg expects true or false, got 'maybe'"):
+        w2v._flag_bool("sg", "maybe")

@@ -168,3 +168,23 @@ def test_beam_size_1_is_greedy_decoding():
     search = functools.partial(beam_search, first_order, beam_size=1, max_len=max_len, eos_id=eos)
     seqs, _ = jax.jit(search)({"unused": jnp.zeros((vocab - 1,))}, jnp.arange(vocab - 1))
     np.testing.assert_array_equal(seqs[:, 0], expected)
+
+
+@pytest.mark.parametrize("kwargs, fragment", [
+    ({"temperature": -1.0}, "temperature=-1.0 is invalid: it must be >= 0"),
+    ({"temperature": float("nan")}, "temperature=nan is invalid"),
+    ({"top_k": -3}, "top_k=-3 is invalid: it must be an integer >= 0"),
+    ({"top_p": 0.0}, "top_p=0.0 is invalid: it must be in (0, 1]"),
+    ({"top_p": 1.5}, "top_p=1.5 is invalid: it must be in (0, 1]"),
+])
+def test_sampling_settings_out_of_range_are_one_line_errors(kwargs, fragment):
+    from lmjax.ops.sampling import check_sampling
+
+    with pytest.raises(ValueError) as info:
+        sample_logits(KEYS[0], LOGITS, **kwargs)
+    assert fragment in str(info.value) and "\n" not in str(info.value)
+    name = next(iter(kwargs))
+    with pytest.raises(ValueError, match=f"^--{name.replace('_', '-')}="):
+        check_sampling(**kwargs, names={name: f"--{name.replace('_', '-')}"})
+    check_sampling(temperature=0.0, top_k=0, top_p=1.0)  # the edges that turn things off are fine
+    check_sampling(temperature=jnp.float32(-1.0))  # traced or array values are left to the caller

@@ -4,7 +4,7 @@ import importlib.util
 
 import pytest
 
-from lmjax.parallel.compile_cli import compile_preset, markdown_table
+from lmjax.train.compile_cli import compile_preset, markdown_table
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("libtpu") is None,
                                 reason="libtpu not installed (optional: pip install -e '.[tpu]')")

@@ -139,7 +139,11 @@ def test_resumed_run_reuses_its_saved_tokenizer(tmp_path):
     """A run with a checkpoint encodes with the tokenizer it saved, not a refitted one (WordPiece refits can renumber)."""
     from lmjax.config import get_preset
     from lmjax.data.tokenizers import CharTokenizer
-    from lmjax.train.engine import lm_data
+    from lmjax.data.pipeline import lm_data as build
+    from lmjax.train.rundir import saved_tokenizer
+
+    def lm_data(cfg):
+        return build(cfg, saved_tokenizer(cfg))
 
     cfg = get_preset("gpt_smoke", [f"train.workdir={tmp_path}"])
     fitted = lm_data(cfg).tokenizer

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from lmjax.train.metrics import RunLogger, plot_losses, read_jsonl
+from lmjax.train.metrics import RunLogger, mfu, plot_losses, read_jsonl
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -104,3 +104,15 @@ def test_import_is_cheap():
     code = "import sys, lmjax.train.metrics; print(sorted({'matplotlib', 'tensorboardX'} & set(sys.modules)))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_mfu_math():
+    # 6 MFLOP/token at 1000 tokens/s = 6 GFLOP/s, against 10 GFLOP/s per device.
+    assert mfu(6e6, 1000, 1e10) == pytest.approx(0.6)
+    assert mfu(6e6, 1000, 1e10, n_devices=4) == pytest.approx(0.15)
+    assert mfu(0.0, 1000, 1e10) == 0.0
+    assert mfu(6e6, 1e6, 1e10) == 1.0  # clipped
+    with pytest.raises(ValueError):
+        mfu(6e6, 1000, 0.0)
+    with pytest.raises(ValueError):
+        mfu(-1.0, 1000, 1e10)

@@ -15,7 +15,7 @@ import numpy as np
 
 from lmjax.config import DataConfig, OptimConfig, RunConfig, TrainConfig
 from lmjax.ops.losses import token_cross_entropy
-from lmjax.train.task import Data, Task
+from lmjax.train.task import Data, Task, register_task
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,7 +43,7 @@ class ToyLM(nn.Module):
                         name="head")(x)
 
 
-def make_task(cfg: RunConfig, vocab_size: int) -> Task:
+def make_task(cfg: RunConfig, data: Data) -> Task:
     model = ToyLM(cfg.model)
 
     def loss_fn(params, batch, rng, train):
@@ -92,11 +92,11 @@ class _Windows:
         self.step = state["step"]
 
 
-def make_data(cfg: RunConfig) -> Data:
+def make_data(cfg: RunConfig, tokenizer=None) -> Data:
     tokens = synthetic_tokens(vocab=cfg.model.vocab_size)
     d = cfg.data
 
-    def evaluate(pi, pc):
+    def evaluate(pi, pc, split="validation", max_batches=-1):
         it = _Windows(tokens[-4000:], d.batch_size, d.seq_len, 1234, pi, pc)
         return [next(it) for _ in range(2)]
 
@@ -112,3 +112,8 @@ def toy_config(**train_kw) -> RunConfig:
         train=TrainConfig(**{"steps": 50, "eval_every": 25, "log_every": 5, "checkpoint_every": 25,
                              "sample_tokens": 0, "progress": False, "tensorboard": False, "plot": False, **train_kw}),
     )
+
+
+# The engine finds tasks through the registry; the data builder is looked up at call time so tests may replace it.
+register_task("toy", "lm", data=lambda cfg, tokenizer=None: make_data(cfg, tokenizer))(
+    lambda cfg, data: make_task(cfg, data))

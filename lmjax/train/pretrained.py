@@ -1,0 +1,97 @@
+"""Pretrained initialisation: start a fresh run from (part of) the parameters another run saved.
+
+    train.init_from=runs/gpt_imdb   train.init_source=""   train.init_target=gpt
+
+loads the latest readable checkpoint of runs/gpt_imdb, takes the subtree `init_source` of its parameters (all of
+them here) and puts it at `init_target` of the new model's parameters (the classifier's trunk, `params["gpt"]`);
+everything else keeps its fresh initialisation. Structure and shapes must match exactly. With `optim.freeze`
+patterns this gives frozen, partially frozen and fully fine-tuned transfer as config values.
+"""
+
+from __future__ import annotations
+
+import logging
+import pathlib
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+
+from lmjax.config import ConfigError
+from lmjax.parallel.sharding import path_str
+
+log = logging.getLogger(__name__)
+
+
+def _steps(directory: pathlib.Path) -> list[int]:
+    return sorted(int(p.name) for p in directory.iterdir() if p.name.isdigit()) if directory.is_dir() else []
+
+
+def load_params(run_dir: str | pathlib.Path) -> tuple[int, dict]:
+    """(step, parameters as host NumPy arrays) of the latest readable checkpoint of a run directory."""
+    run_dir = pathlib.Path(run_dir).expanduser()
+    directory = run_dir / "checkpoints" if (run_dir / "checkpoints").is_dir() else run_dir
+    steps = _steps(directory)
+    if not steps:
+        raise ConfigError(f"train.init_from={str(run_dir)!r} holds no checkpoint: train that run first or point "
+                          "train.init_from at a run directory with checkpoints/")
+    device = jax.local_devices()[0]
+    errors = []
+    with ocp.StandardCheckpointer() as checkpointer:
+        for step in steps[::-1]:
+            path = (directory / str(step) / "state").absolute()
+            try:
+                meta = checkpointer.metadata(path)
+                tree = getattr(meta, "item_metadata", meta)
+                tree = getattr(tree, "tree", tree)
+                restored = checkpointer.restore(path, _full_target(tree, device))
+                return step, jax.device_get(restored["params"])
+            except Exception as e:  # noqa: BLE001 - a broken step raises anything; try the one before
+                errors.append(f"step {step}: {type(e).__name__}")
+                log.warning("train.init_from: checkpoint step %d in %s is unreadable (%s); trying an older one",
+                            step, directory, type(e).__name__)
+    raise ConfigError(f"train.init_from={str(run_dir)!r}: no readable checkpoint ({'; '.join(errors)})")
+
+
+def _full_target(tree, device):
+    """Restore target for a whole saved state (scalars and arrays on one device)."""
+    def leaf(m):
+        shape = tuple(getattr(m, "shape", ()) or ())
+        return jax.ShapeDtypeStruct(shape, m.dtype, sharding=jax.sharding.SingleDeviceSharding(device))
+
+    return jax.tree_util.tree_map(leaf, tree, is_leaf=lambda x: hasattr(x, "dtype"))
+
+
+def subtree(tree: dict, path: str, what: str) -> dict:
+    node = tree
+    for key in [k for k in path.split("/") if k]:
+        if not isinstance(node, dict) or key not in node:
+            have = ", ".join(sorted(node)) if isinstance(node, dict) else "a leaf"
+            raise ConfigError(f"{what}={path!r}: no {key!r} in the parameters (has {have})")
+        node = node[key]
+    return node
+
+
+def graft(params: dict, source: dict, target_path: str) -> dict:
+    """`params` with the subtree at `target_path` replaced by `source`, after checking paths and shapes match."""
+    target = subtree(params, target_path, "train.init_target")
+    want = {path_str(p): np.shape(x) for p, x in jax.tree_util.tree_leaves_with_path(target)}
+    have = {path_str(p): np.shape(x) for p, x in jax.tree_util.tree_leaves_with_path(source)}
+    problems = [f"{k} missing from the checkpoint" for k in sorted(want.keys() - have.keys())]
+    problems += [f"{k} only in the checkpoint" for k in sorted(have.keys() - want.keys())]
+    problems += [f"{k}: checkpoint {have[k]} vs model {want[k]}" for k in sorted(want.keys() & have.keys())
+                 if have[k] != want[k]]
+    if problems:
+        more = f"; and {len(problems) - 3} more" if len(problems) > 3 else ""
+        raise ConfigError(f"train.init_from parameters do not fit train.init_target={target_path!r} "
+                          f"({'; '.join(problems[:3])}{more}): use the pretrained run's model config and tokenizer")
+    keys = [k for k in target_path.split("/") if k]
+    if not keys:
+        return jax.tree_util.tree_map(lambda t, s: np.asarray(s, t.dtype), target, source)
+
+    def put(node, rest):
+        if not rest:
+            return jax.tree_util.tree_map(lambda t, s: np.asarray(s, t.dtype), node, source)
+        return {**node, rest[0]: put(node[rest[0]], rest[1:])}
+
+    return put(params, keys)
