@@ -135,11 +135,12 @@ def cmd_presets(args) -> int:
     presets = list_presets()
     tasks = {name: (lambda c: f"{c.family}/{c.task}")(get_preset(name)) for name in presets}
     width, task_width = max(map(len, presets)), max(map(len, tasks.values()))
+    if getattr(args, "tasks", False):  # family/task and what it trains; a run picks one with --set task=NAME
+        for (family, task), spec in list_tasks().items():
+            print(f"{family + '/' + task:<{task_width}}  {spec.description}")
+        return 0
     for name, desc in presets.items():
         print(f"{name:<{width}}  {tasks[name]:<{task_width}}  {desc}")
-    print("\ntasks (family/task; a preset's task is config key `task`):")
-    for (family, task), spec in list_tasks().items():
-        print(f"  {family + '/' + task:<{task_width}}  {spec.description}")
     return 0
 
 
@@ -214,14 +215,17 @@ def cmd_eval(args) -> int:
     cfg = _config(args)
     log.info("loading %s and the latest checkpoint of %s", cfg.data.dataset, cfg.name)
     engine, state, step = _restore(cfg, need_data=True)
-    scope = "the whole split" if args.max_batches is None else f"its first {args.max_batches} batches"
-    log.info("evaluating step %d on the %s split (%s)", step, args.split, scope)
-    out = engine.evaluate(state.params, split=args.split, max_batches=args.max_batches)  # None: all batches, exact
-    if not out:
-        from lmjax.config import ConfigError
-
+    batches = engine.eval_batches(args.split, args.max_batches)  # max_batches None: all of them, exact
+    if batches is None:
         raise ConfigError(f"dataset {cfg.data.dataset!r} has no {args.split} split for task {cfg.task!r}: "
                           "choose another --split")
+    scope = "the whole split" if args.max_batches is None else f"its first {args.max_batches} batches"
+    log.info("evaluating step %d on the %s split (%s)", step, args.split, scope)
+    if args.as_program and sys.stderr.isatty():  # a long split is not silent
+        from tqdm import tqdm
+
+        batches = tqdm(batches, desc=f"eval {args.split}", unit=" batches", leave=False, total=args.max_batches)
+    out = engine.evaluate(state.params, batches)
     if args.max_batches is not None:
         out["max_batches"] = args.max_batches
     print(json.dumps({"step": step, "split": args.split, **out, "perplexity": math.exp(min(out["eval_loss"], 700))}))
@@ -297,7 +301,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="override a config value, e.g. --set optim.lr=3e-4 (repeatable)")
         return sp
 
-    sub.add_parser("presets", help="list presets").set_defaults(fn=cmd_presets)
+    pr = sub.add_parser("presets", help="list presets, one line each: name, family/task, description")
+    pr.add_argument("--tasks", action="store_true", help="list the tasks every model family registers instead")
+    pr.set_defaults(fn=cmd_presets)
     with_preset("config", "print the resolved config").set_defaults(fn=cmd_config)
     with_preset("train", "train a preset").set_defaults(fn=cmd_train)
     ev = with_preset("eval", "evaluate the latest checkpoint")

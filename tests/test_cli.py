@@ -91,11 +91,15 @@ def test_train_eval_generate_and_corrupt_checkpoint_fallback(tmp_path):
     steps = sorted(int(p.name) for p in (work / "checkpoints").iterdir() if p.name.isdigit())
     assert steps == [10, 20]
 
-    ev = _lmjax("eval", "gpt_smoke", *common)
+    ev = _lmjax("eval", "gpt_smoke", *common)  # the whole validation split, exact
+    assert ev.returncode == 0, ev.stderr[-3000:]
+    full = json.loads(ev.stdout.strip().splitlines()[-1])
+    ev = _lmjax("eval", "gpt_smoke", *common, "--max-batches", "2")  # the batches training scored (eval_batches=2)
     assert ev.returncode == 0, ev.stderr[-3000:]
     out = json.loads(ev.stdout.strip().splitlines()[-1])
     assert out["step"] == 20 and out["eval_loss"] == pytest.approx(json.loads((work / "summary.json").read_text())
                                                                     ["eval_loss"], rel=1e-5)
+    assert out["max_batches"] == 2 and "max_batches" not in full and full["eval_tokens"] > 10 * out["eval_tokens"]
 
     gen = _lmjax("generate", "gpt_smoke", *common, "--prompt", "ROMEO:", "--max-new-tokens", "20")
     assert gen.returncode == 0, gen.stderr[-3000:]
@@ -116,6 +120,46 @@ def test_train_eval_generate_and_corrupt_checkpoint_fallback(tmp_path):
 def test_missing_checkpoint_is_one_line(capsys, tmp_path):
     assert main(["eval", "gpt_smoke", "--set", f"train.workdir={tmp_path / 'none'}"]) == 2
     assert "lmjax train gpt_smoke" in _one_line_error(capsys)
+    assert not (tmp_path / "none").exists()  # looking for a checkpoint writes nothing
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["train", "shakespear_char"], "unknown preset"),
+    (["config", "gpt_smoke", "--set", "optim.lr=-1"], "optim.lr=-1.0 is invalid"),
+    (["eval", "gpt_smoke", "--max-batches", "0"], "--max-batches=0 is invalid"),
+])
+def test_errors_as_a_program_are_one_line_on_stderr(args, fragment, tmp_path):
+    """The `lmjax` program itself (logging set up, libraries imported): stderr holds exactly the error line."""
+    proc = _lmjax(*args, "--set", f"train.workdir={tmp_path / 'run'}")
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: "), proc.stderr[-3000:]
+    assert fragment in lines[0] and not proc.stdout
+
+
+def test_debug_adds_the_traceback(capsys, monkeypatch):
+    monkeypatch.setenv("LMJAX_DEBUG", "0")  # restored afterwards: --debug sets it for the process
+    assert main(["config", "gpt_smoke", "--set", "model.n_layr=3", "--debug"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[0] == "Traceback (most recent call last):" and err[-1].startswith("error: ")
+    assert "model.n_layr" in err[-1]
+
+
+def test_a_held_workdir_is_one_line_naming_the_holder(capsys, tmp_path):
+    from lmjax.train.lock import WorkdirLock
+
+    with WorkdirLock(tmp_path):
+        assert main(["train", "gpt_smoke", "--set", f"train.workdir={tmp_path}"]) == 2
+    err = _one_line_error(capsys)
+    assert f"{tmp_path} is in use by process {os.getpid()}" in err and "set train.workdir" in err
+
+
+def test_a_run_too_short_to_time_says_so(capsys, tmp_path):
+    """Two steps with one step per call: the only timed window would include compilation, so no rate is made up."""
+    assert main(["train", "gpt_smoke", "--set", f"train.workdir={tmp_path}", "--set", "train.steps=2",
+                 "--set", "train.steps_per_call=1", "--set", "train.eval_every=0", "--set", "train.sample_tokens=0",
+                 "--set", "train.progress=false", "--set", "train.plot=false", "--set", "train.tensorboard=false"]) == 0
+    out = capsys.readouterr().out
+    assert "tokens/s n/a (too few steps to time past compilation)" in out and "MFU 0.0%" not in out
 
 
 def test_module_entry_point():

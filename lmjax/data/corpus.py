@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 
 import numpy as np
 
 from lmjax.config import DataConfig
 
 from .tokenizers import Tokenizer, build_tokenizer
+
+log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,5 +38,6 @@ def lm_corpus(data_cfg: DataConfig, tokenizer: Tokenizer | None = None) -> LMCor
     texts = {split: load_text(data_cfg.dataset, split, data_dir=data_dir) if split in splits else None
              for split in ("train", "validation", "test")}
     tokenizer = tokenizer or build_tokenizer(data_cfg, texts["train"])
+    log.info("tokenizing %s (%s characters)", data_cfg.dataset, f"{sum(len(t) for t in texts.values() if t):,}")
     streams = {split: None if text is None else tokenizer.encode(text) for split, text in texts.items()}
     return LMCorpus(tokenizer, streams["train"], streams["validation"], streams["test"])

@@ -14,7 +14,10 @@ reloads or caches a corpus of its own.
 from __future__ import annotations
 
 import dataclasses
+import logging
 from typing import Any, Callable
+
+log = logging.getLogger(__name__)
 
 EVAL_SPLITS = ("validation", "test")
 
@@ -123,6 +126,7 @@ def document_lm_data(cfg, tokenizer=None) -> Data:
         docs = {split: texts[:d.max_examples] for split, texts in docs.items()}
     tokenizer = tokenizer or build_tokenizer(d, "\n".join(docs["train"]))
     sep = separator_id(tokenizer)
+    log.info("tokenizing %s (%s)", d.dataset, ", ".join(f"{split} {len(t):,} documents" for split, t in docs.items()))
     streams = {split: np.concatenate([np.concatenate([[sep], tokenizer.encode(t)]) for t in texts]).astype(np.int32)
                for split, texts in docs.items()}
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import collections
 import json
+import logging
 import os
 from pathlib import Path
 from collections.abc import Iterable, Sequence
@@ -29,6 +30,8 @@ from .files import DataError, read_text
 TOKENIZER_FILE = "tokenizer.json"
 SUBWORD_VOCAB_SIZE = 8192  # wordpiece/bpe vocabulary when DataConfig.vocab_size is 0
 PAD, UNK, BOS, EOS = "<pad>", "<unk>", "<bos>", "<eos>"
+
+log = logging.getLogger(__name__)
 
 
 class _Tokenizer:
@@ -340,6 +343,7 @@ def build_tokenizer(data_cfg, text: str) -> Tokenizer:
     `data_cfg.vocab_size` tokens, 8,192 when it is 0.
     """
     kind = data_cfg.tokenizer
+    log.info("fitting the %s tokenizer on %s characters of %s train text", kind, f"{len(text):,}", data_cfg.dataset)
     if kind == "char":
         return CharTokenizer.fit(text)
     if kind == "word":

@@ -34,6 +34,7 @@ import math
 import os
 import pathlib
 import re
+import shutil
 import sys
 from typing import Any
 
@@ -100,6 +101,8 @@ class CheckpointError(RuntimeError):
 _STORAGE_ERRORS = {
     errno.ENOSPC: ("no space left on the device", "free space there or set train.workdir to a disk with room"),
     errno.EDQUOT: ("disk quota exceeded", "free space there or set train.workdir to a disk with room"),
+    errno.EFBIG: ("a file outgrew the file size limit (ulimit -f) or the file system's",
+                  "raise the limit or set train.workdir to another file system"),
     errno.EROFS: ("the file system is read-only", "set train.workdir to a writable directory"),
     errno.EACCES: ("permission denied", "make it writable or set train.workdir to a writable directory"),
     errno.EPERM: ("operation not permitted", "make it writable or set train.workdir to a writable directory"),
@@ -158,10 +161,11 @@ class Checkpointer:
             best_fn=score,  # Orbax writes metrics and answers best_step() only when best_fn is set
             best_mode=best_mode,
             enable_async_checkpointing=async_save,
-            cleanup_tmp_directories=cleanup_tmp,
         )
         try:
             if jax.process_index() == 0:
+                if cleanup_tmp:
+                    _remove_uncommitted(self.directory)
                 self.set_aside = _set_aside_unlistable(self.directory)
             self._mgr = ocp.CheckpointManager(self.directory, options=options)
         except Exception as e:  # noqa: BLE001 - mapped to one line when it is the disk, re-raised otherwise
@@ -353,6 +357,14 @@ def _set_aside_unlistable(directory: pathlib.Path) -> dict[int, str]:
             step_dir.rename(target)
             aside[int(step_dir.name)] = f"{meta.name}: {why}; moved to {target.name}"
     return aside
+
+
+def _remove_uncommitted(directory: pathlib.Path) -> None:
+    """Delete the temporary directories of saves that never committed (Orbax's own clean-up runs asynchronously)."""
+    if directory.is_dir():
+        for path in directory.iterdir():
+            if path.is_dir() and ".orbax-checkpoint-tmp" in path.name:
+                shutil.rmtree(path)
 
 
 def _json_error(path: pathlib.Path) -> str | None:

@@ -2,6 +2,8 @@
 
 usage: resume_worker.py WORKDIR STEPS [DELAY_S] [DATA_DEVICES] [STOP_AFTER]
 DELAY_S slows each batch so a test can SIGKILL the process mid-run; the run resumes from WORKDIR's latest checkpoint.
+SIGINT/SIGTERM stop the run with a checkpoint of the last completed step: the worker prints the one line and exits
+128 + the signal number, as `lmjax train` does.
 """
 
 import dataclasses
@@ -13,6 +15,7 @@ sys.path.insert(0, __file__.rsplit("/", 2)[0] + "/train")
 import toy  # noqa: E402
 
 from lmjax.config import MeshConfig  # noqa: E402
+from lmjax.train.interrupt import Interrupted  # noqa: E402
 from lmjax.train.loop import train  # noqa: E402
 
 workdir, steps = sys.argv[1], int(sys.argv[2])
@@ -43,10 +46,14 @@ class Slow:
 if delay:
     make_data = toy.make_data
 
-    def slow_data(c):
-        data = make_data(c)
+    def slow_data(c, tokenizer=None):
+        data = make_data(c, tokenizer)
         return dataclasses.replace(data, train=lambda pi, pc: Slow(data.train(pi, pc)))
 
     toy.make_data = slow_data
-result = train(cfg, stop_after=stop_after)
+try:
+    result = train(cfg, stop_after=stop_after)
+except Interrupted as e:
+    print(e.message(), file=sys.stderr)
+    sys.exit(e.exit_code)
 print(json.dumps(result.summary()))

@@ -1,3 +1,5 @@
+import dataclasses
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -78,9 +80,12 @@ def test_copy_task_learns_and_greedy_and_beam_agree():
 
 
 def test_bad_config_is_a_config_error():
-    cfg = get_preset("multi30k_additive", ["model.attention=dot"])
-    with pytest.raises(ConfigError, match="model.attention"):
-        seq2seq.model_from_config(cfg, 10, 10)
+    with pytest.raises(ConfigError, match="model.attention"):  # when the config is built
+        get_preset("multi30k_additive", ["model.attention=dot"])
+    cfg = get_preset("multi30k_additive")
+    bad = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, attention="dot"))
+    with pytest.raises(ConfigError, match="model.attention"):  # and when a model is built from one made in code
+        seq2seq.model_from_config(bad, 10, 10)
 
 
 @pytest.mark.parametrize("attention,readout", [(a, 0) for a in seq2seq.ATTENTION] + [("additive", 8)])
