@@ -21,6 +21,7 @@ Every run is a preset of the engine; the script only runs them and collects the 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import pathlib
 import sys
@@ -122,7 +123,9 @@ def main() -> None:
         "majority_dev_acc": info["majority_eval_accuracy"],
         "finetune_steps": cfg.train.steps,
         "batch_size": cfg.data.batch_size,
-        "pretrain": {"preset": "gpt_imdb", **pre.summary(), "workdir": relative(pre_dir),
+        # The pretraining run's own summary (an invocation that only resumed a finished run times nothing).
+        "pretrain": {"preset": "gpt_imdb", **pre.summary(), **json.loads((pre_dir / "summary.json").read_text()),
+                     "workdir": relative(pre_dir),
                      "vocab_size": pre.engine.data.vocab_size},
         "runs": results,
         "wall_s": time.perf_counter() - t_start,

@@ -10,6 +10,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 import numpy as np
 
 WORKER = pathlib.Path(__file__).parent / "resume_worker.py"
@@ -32,11 +34,13 @@ def _run(workdir, steps, *extra, env=ENV):
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def test_sigkill_and_resume_is_bit_exact(tmp_path):
+@pytest.mark.parametrize("preset", ["", "tbptt_smoke"])  # the toy task, and one that carries its state (TBPTT)
+def test_sigkill_and_resume_is_bit_exact(tmp_path, preset):
+    env = {**ENV, "RESUME_PRESET": preset}
     ref_dir, run_dir = tmp_path / "ref", tmp_path / "run"
-    _run(ref_dir, 60)
+    _run(ref_dir, 60, env=env)
     kill_at = random.Random().randint(12, 45)
-    proc = subprocess.Popen([sys.executable, str(WORKER), str(run_dir), "60", "0.05"], env=ENV,
+    proc = subprocess.Popen([sys.executable, str(WORKER), str(run_dir), "60", "0.05"], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 240
     while time.time() < deadline and proc.poll() is None:
@@ -47,7 +51,7 @@ def test_sigkill_and_resume_is_bit_exact(tmp_path):
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     killed_at = max(_losses(run_dir))
-    summary = _run(run_dir, 60)
+    summary = _run(run_dir, 60, env=env)
     assert summary["step"] == 60
     ref, got = _losses(ref_dir), _losses(run_dir)
     resumed_from = (killed_at // 10) * 10
