@@ -35,7 +35,7 @@ SETTINGS = ("scratch", "frozen", "finetune")
 QUICK_MODEL = ["model.n_layer=1", "model.n_head=2", "model.n_embd=32", "model.block_size=64", "data.seq_len=64"]
 QUICK_PRETRAIN = [*QUICK_MODEL, "data.vocab_size=1024", "data.max_examples=2000", "data.batch_size=8",
                   "train.steps=20", "train.eval_every=20", "train.eval_batches=2", "train.checkpoint_every=20",
-                  "train.sample_tokens=0", "optim.warmup_steps=2"]
+                  "train.sample_tokens=0", "optim.warmup_steps=2", "train.resume=false"]
 QUICK_FINETUNE = [*QUICK_MODEL, "data.max_examples=64", "data.batch_size=8", "train.steps=8", "train.eval_every=8",
                   "optim.warmup_steps=1"]
 

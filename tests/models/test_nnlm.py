@@ -41,7 +41,7 @@ def test_engine_trains_it_and_loss_falls():
     cfg = get_preset("nnlm_smoke", ["optim.lr=1e-2", "optim.warmup_steps=0", "data.batch_size=16"])
     cfg = dataclasses.replace(cfg, model=NNLMConfig(context=2, embed_dim=8, hidden=16, direct=True))
     data = Data(tokenizer=_Tokens(), vocab_size=12, train=lambda i, n: RandomContexts(stream, 2, 16, 0, seed=0),
-                eval=lambda i, n: eval_contexts(stream[:64], 2, 16, 0))
+                eval=lambda i, n, split="validation", max_batches=-1: eval_contexts(stream[:64], 2, 16, 0))
     engine = Engine(cfg, data=data, total_steps=60)
     state = engine.init_state()
     before = engine.evaluate(state.params)["eval_loss"]
