@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import pathlib
 import subprocess
@@ -77,8 +78,8 @@ def main() -> None:
     records = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines() if line.strip()]
     summary = json.loads((workdir / "summary.json").read_text())
     steps_per_epoch = cfg.train.eval_every
-    history = [{"epoch": r["step"] / steps_per_epoch, "step": r["step"], "valid_ppl_b20": float(2.718281828459045
-                ** r["eval_loss"])} for r in records if r["split"] == "eval"]
+    history = [{"epoch": r["step"] / steps_per_epoch, "step": r["step"], "valid_ppl_b20": math.exp(r["eval_loss"])}
+               for r in records if r["split"] == "eval"]
     train_records = [r for r in records if r["split"] == "train"]
     rates = sorted(r["tokens_per_s"] for r in train_records[1:] if r.get("tokens_per_s"))  # [0]: compilation
     median_rate = rates[len(rates) // 2] if rates else None

@@ -315,6 +315,14 @@ DECAY_MASKS = ("ndim>=2", "all")
 BEST_MODES = ("min", "max", "auto")
 
 
+def check_ranges(section: str, node: Any, checks: typing.Iterable[tuple[str, bool, str]]) -> None:
+    """Raise a one-line ConfigError for the first (key, ok, allowed) check of `node` that fails; model config classes
+    call it from their `validate()`."""
+    for key, ok, allowed in checks:
+        if not ok:
+            raise ConfigError(f"{section}.{key}={getattr(node, key)!r} is invalid: it must be {allowed}")
+
+
 def _in(choices: typing.Sequence) -> tuple[Callable[[Any], bool], str]:
     return (lambda v: v in choices), f"one of {', '.join(map(str, choices))}"
 

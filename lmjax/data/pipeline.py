@@ -36,17 +36,31 @@ def eval_batch_size(cfg) -> int:
     return cfg.data.eval_batch_size or cfg.data.batch_size
 
 
-def _split_stream(corpus, split: str):
-    if split == "test":
-        return corpus.test
-    return corpus.valid if corpus.valid is not None else None
+def eval_limit(cfg, max_batches: int | None) -> int | None:
+    """How many evaluation batches to score: -1 means `train.eval_batches` (0 there = all), None all of them."""
+    return (cfg.train.eval_batches or None) if max_batches == -1 else max_batches
+
+
+def _window_eval(cfg, corpus):
+    """`Data.eval` over a corpus's validation or test stream: every window of it (`eval_windows`), or the first
+    `eval_limit` of them; None for a split the corpus lacks."""
+    from .batching import eval_windows
+
+    def evaluate(process_index: int, process_count: int, split: str = "validation", max_batches: int | None = -1):
+        stream = corpus.test if split == "test" else corpus.valid
+        if stream is None:
+            return None
+        return eval_windows(stream, eval_batch_size(cfg), cfg.data.seq_len, max_batches=eval_limit(cfg, max_batches),
+                            process_index=process_index, process_count=process_count)
+
+    return evaluate
 
 
 def lm_data(cfg, tokenizer=None) -> Data:
     """Language-model data: random windows of `data.seq_len` for training; for evaluation every window of the
     requested split (the first `train.eval_batches` of them during training, spread over the split; all of them when
     `train.eval_batches` is 0)."""
-    from .batching import RandomWindows, eval_windows
+    from .batching import RandomWindows
     from .corpus import lm_corpus
 
     corpus = lm_corpus(cfg.data, tokenizer)
@@ -56,24 +70,17 @@ def lm_data(cfg, tokenizer=None) -> Data:
         return RandomWindows(corpus.train, d.batch_size, d.seq_len, seed=d.seed,
                              process_index=process_index, process_count=process_count)
 
-    def evaluate(process_index: int, process_count: int, split: str = "validation", max_batches: int | None = -1):
-        stream = _split_stream(corpus, split)
-        if stream is None:
-            return None
-        limit = (cfg.train.eval_batches or None) if max_batches == -1 else max_batches
-        return eval_windows(stream, eval_batch_size(cfg), d.seq_len, max_batches=limit,
-                            process_index=process_index, process_count=process_count)
 
     has_eval = corpus.valid is not None or corpus.test is not None
     return Data(tokenizer=corpus.tokenizer, vocab_size=corpus.tokenizer.vocab_size, train=train,
-                eval=evaluate if has_eval else None, info={"splits": corpus})
+                eval=_window_eval(cfg, corpus) if has_eval else None, info={"splits": corpus})
 
 
 def stream_data(cfg, tokenizer=None) -> Data:
     """Data for models that carry their state across batches (truncated backpropagation through time): B contiguous
     rows walked `data.seq_len` tokens at a time for training (`ContiguousStream`, a "reset" at each epoch's start),
     and the evaluation split laid out the same way (`eval_windows`: contiguous rows, every token once)."""
-    from .batching import ContiguousStream, eval_windows
+    from .batching import ContiguousStream
     from .corpus import lm_corpus
 
     corpus = lm_corpus(cfg.data, tokenizer)
@@ -83,17 +90,10 @@ def stream_data(cfg, tokenizer=None) -> Data:
         return ContiguousStream(corpus.train, d.batch_size, d.seq_len, process_index=process_index,
                                 process_count=process_count)
 
-    def evaluate(process_index: int, process_count: int, split: str = "validation", max_batches: int | None = -1):
-        stream = _split_stream(corpus, split)
-        if stream is None:
-            return None
-        limit = (cfg.train.eval_batches or None) if max_batches == -1 else max_batches
-        return eval_windows(stream, eval_batch_size(cfg), d.seq_len, max_batches=limit,
-                            process_index=process_index, process_count=process_count)
 
     steps_per_epoch = (len(corpus.train) // d.batch_size - 1) // d.seq_len
-    return Data(tokenizer=corpus.tokenizer, vocab_size=corpus.tokenizer.vocab_size, train=train, eval=evaluate,
-                info={"steps_per_epoch": steps_per_epoch, "splits": corpus})
+    return Data(tokenizer=corpus.tokenizer, vocab_size=corpus.tokenizer.vocab_size, train=train,
+                eval=_window_eval(cfg, corpus), info={"steps_per_epoch": steps_per_epoch, "splits": corpus})
 
 
 def document_lm_data(cfg, tokenizer=None) -> Data:
@@ -135,8 +135,7 @@ def document_lm_data(cfg, tokenizer=None) -> Data:
                              process_count=process_count)
 
     def evaluate(process_index: int, process_count: int, split: str = "validation", max_batches: int | None = -1):
-        limit = (cfg.train.eval_batches or None) if max_batches == -1 else max_batches
-        return eval_windows(streams["test"], eval_batch_size(cfg), d.seq_len, max_batches=limit,
+        return eval_windows(streams["test"], eval_batch_size(cfg), d.seq_len, max_batches=eval_limit(cfg, max_batches),
                             process_index=process_index, process_count=process_count)
 
     return Data(tokenizer=tokenizer, vocab_size=tokenizer.vocab_size, train=train, eval=evaluate,

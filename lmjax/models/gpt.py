@@ -33,7 +33,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from lmjax.config import ConfigError, DataConfig, OptimConfig, RunConfig, TrainConfig, register_preset, with_vocab_size
+from lmjax.config import (ConfigError, DataConfig, OptimConfig, RunConfig, TrainConfig, check_ranges, register_preset,
+                          with_vocab_size)
 from lmjax.layers import (VOCAB_MULTIPLE, LayerNorm, Linear, TransformerBlock, attend, embedding, init_kv_cache,
                           lookup, mask_padded_vocab, padded_size)
 from lmjax.ops.losses import token_cross_entropy
@@ -65,7 +66,7 @@ class GPTConfig:
     def validate(self) -> None:
         """Ranges a run config is checked against when it is built; `check_config` checks the vocabulary size and
         data.seq_len when the model is."""
-        for key, ok, allowed in (
+        check_ranges("model", self, (
             ("vocab_size", self.vocab_size >= 0, ">= 0 (0 = the tokenizer's size)"),
             ("block_size", self.block_size >= 1, ">= 1"),
             ("n_layer", self.n_layer >= 1, ">= 1"),
@@ -77,9 +78,7 @@ class GPTConfig:
             ("attention", self.attention in ("auto", "xla", "jax"), "one of auto, xla, jax"),
             ("layer_norm_eps", self.layer_norm_eps > 0, "> 0"),
             ("aux_lm_weight", self.aux_lm_weight >= 0, ">= 0"),
-        ):
-            if not ok:
-                raise ConfigError(f"model.{key}={getattr(self, key)!r} is invalid: it must be {allowed}")
+        ))
 
     @property
     def padded_vocab_size(self) -> int:

@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lmjax.config import ConfigError, DataConfig, OptimConfig, RunConfig, TrainConfig, register_preset
+from lmjax.config import ConfigError, DataConfig, OptimConfig, RunConfig, TrainConfig, check_ranges, register_preset
 from lmjax.ops.losses import token_cross_entropy
 from lmjax.train.task import Data, Task, register_task
 
@@ -44,16 +44,14 @@ class NNLMConfig:
 
     def validate(self) -> None:
         """Ranges a run config is checked against when it is built."""
-        for key, ok, allowed in (
+        check_ranges("model", self, (
             ("vocab_size", self.vocab_size >= 0, ">= 0 (0 = the tokenizer's size)"),
             ("context", self.context >= 1, ">= 1"),
             ("embed_dim", self.embed_dim >= 1, ">= 1"),
             ("hidden", self.hidden >= 1, ">= 1"),
             ("dropout", 0 <= self.dropout < 1, "in [0, 1)"),
             ("word_dropout", 0 <= self.word_dropout < 1, "in [0, 1)"),
-        ):
-            if not ok:
-                raise ConfigError(f"model.{key}={getattr(self, key)!r} is invalid: it must be {allowed}")
+        ))
 
 
 class NNLM(nn.Module):

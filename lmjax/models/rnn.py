@@ -22,13 +22,14 @@ rate 1 and clip norm 5 are in those units; his lr * decay^max(epoch - decay_afte
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from lmjax.config import ConfigError, DataConfig, OptimConfig, RunConfig, TrainConfig, register_preset, with_vocab_size
+from lmjax.config import (ConfigError, DataConfig, OptimConfig, RunConfig, TrainConfig, check_ranges, register_preset,
+                          with_vocab_size)
 from lmjax.data.pipeline import lm_data, stream_data
 from lmjax.layers import RecurrentLayer, embedding, lookup, param, uniform
 from lmjax.ops import recurrent
@@ -51,16 +52,14 @@ class RNNConfig:
     def validate(self) -> None:
         """Ranges a run config is checked against when it is built; `check_config` checks the vocabulary size when
         the model is."""
-        for key, ok, allowed in (
+        check_ranges("model", self, (
             ("vocab_size", self.vocab_size >= 0, ">= 0 (0 = the tokenizer's size)"),
             ("cell", self.cell in CELLS, f"one of {', '.join(CELLS)}"),
             ("n_layer", self.n_layer >= 1, ">= 1"),
             ("hidden", self.hidden >= 1, ">= 1"),
             ("dropout", 0 <= self.dropout < 1, "in [0, 1)"),
             ("init_scale", self.init_scale > 0, "> 0"),
-        ):
-            if not ok:
-                raise ConfigError(f"model.{key}={getattr(self, key)!r} is invalid: it must be {allowed}")
+        ))
 
 
 def check_config(cfg: RNNConfig) -> None:

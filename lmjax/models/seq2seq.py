@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lmjax.config import ConfigError, DataConfig, OptimConfig, RunConfig, TrainConfig, register_preset
+from lmjax.config import ConfigError, DataConfig, OptimConfig, RunConfig, TrainConfig, check_ranges, register_preset
 from lmjax.layers import cell_params, embedding, lookup, param, uniform
 from lmjax.ops import recurrent
 from lmjax.ops.losses import token_cross_entropy
@@ -54,7 +54,7 @@ class Seq2SeqConfig:
     def validate(self) -> None:
         """Ranges a run config is checked against when it is built; `check_config` checks the vocabulary sizes when
         the model is."""
-        for key, ok, allowed in (
+        check_ranges("model", self, (
             ("src_vocab_size", self.src_vocab_size >= 0, ">= 0 (0 = the tokenizer's size)"),
             ("tgt_vocab_size", self.tgt_vocab_size >= 0, ">= 0 (0 = the tokenizer's size)"),
             ("embed", self.embed >= 1, ">= 1"),
@@ -66,9 +66,7 @@ class Seq2SeqConfig:
             ("init_scale", self.init_scale > 0, "> 0"),
             ("min_freq", self.min_freq >= 1, ">= 1"),
             ("max_len", self.max_len >= 1, ">= 1"),
-        ):
-            if not ok:
-                raise ConfigError(f"model.{key}={getattr(self, key)!r} is invalid: it must be {allowed}")
+        ))
 
 
 def check_config(cfg: Seq2SeqConfig) -> None:
