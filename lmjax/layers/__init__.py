@@ -5,6 +5,7 @@ compute `dtype`; LayerNorm, softmax and the residual stream stay fp32.
 
 - linear: `Linear` (torch's (out, in) kernel over several axes), `param`, `uniform`
 - norm: `LayerNorm` (fp32)
+- dropout: `Dropout` (flax's interface; one random byte per element)
 - embeddings: `Embed`, `embedding` / `lookup` / `attend` (tables declared on the calling module), padded vocabularies,
   sinusoidal positions
 - attention: `MultiHeadAttention` (self, causal, cross; padding masks; KV caches)
@@ -13,6 +14,7 @@ compute `dtype`; LayerNorm, softmax and the residual stream stay fp32.
 """
 
 from lmjax.layers.attention import KVCache, MultiHeadAttention, cached_mask, init_kv_cache, write_rows
+from lmjax.layers.dropout import Dropout
 from lmjax.layers.embeddings import (
     VOCAB_MULTIPLE,
     Embed,
@@ -30,6 +32,7 @@ from lmjax.layers.transformer import ACTIVATIONS, MLP, TransformerBlock
 
 __all__ = [
     "ACTIVATIONS",
+    "Dropout",
     "MLP",
     "VOCAB_MULTIPLE",
     "Embed",

@@ -17,6 +17,9 @@ with T new tokens writes their keys and values at slots cache_index[b] .. cache_
 over all S slots, query t of row b seeing the slots <= cache_index[b] + t (causal) or < cache_index[b] + T (not
 causal); unwritten slots are never seen. Cross-attention: the projected encoder keys and values, computed once per
 source by `encode` and passed as `cache` at every decoding step.
+
+Attention maps: applied with `mutable=["intermediates"]`, each attention sows its weights [B, H, T, S] as
+`attention_weights` (nothing is computed or stored otherwise).
 """
 
 from __future__ import annotations
@@ -54,6 +57,15 @@ def cached_mask(q_len: int, kv_len: int, cache_index: jax.Array, *, causal: bool
     return padding_mask(jnp.arange(kv_len) < (cache_index + q_len)[:, None])
 
 
+def attention_weights(q: jax.Array, k: jax.Array, mask: jax.Array | None) -> jax.Array:
+    """fp32 softmax(q k^T / sqrt(D)) [B, H, T, S] with masked keys at exactly 0 (what the attention averages by)."""
+    logits = jnp.einsum("bthd,bshd->bhts", q, k.astype(q.dtype), preferred_element_type=jnp.float32)
+    logits = logits * jnp.float32(q.shape[-1] ** -0.5)
+    if mask is None:
+        return jax.nn.softmax(logits, axis=-1)
+    return jnp.where(mask, jax.nn.softmax(jnp.where(mask, logits, -1e30), axis=-1), 0.0)
+
+
 class MultiHeadAttention(nn.Module):
     """x [B, T, C_in] (and for cross-attention the encoder's output [B, S, C_enc]) -> y [B, T, features].
 
@@ -70,6 +82,7 @@ class MultiHeadAttention(nn.Module):
     std: float = 0.02
     out_std: float = 0.02
     implementation: str = "auto"  # of ops.dot_product_attention
+    dropout: float = 0.0  # attention dropout on the softmax weights, with train=True (needs a "dropout" rng)
     dtype: Any = jnp.float32
 
     def setup(self):
@@ -92,7 +105,7 @@ class MultiHeadAttention(nn.Module):
 
     def __call__(self, x: jax.Array, context: jax.Array | None = None, *, key_mask: jax.Array | None = None,
                  mask: jax.Array | None = None, cache: KVCache | None = None,
-                 cache_index: jax.Array | None = None):
+                 cache_index: jax.Array | None = None, train: bool = False):
         """key_mask: bool [B, S] over the keys (the cache's slots when caching self-attention; the source positions
         for cross-attention). cache: self-attention's {"k", "v"} with cache_index int [B], or cross-attention's
         `encode(context)` (then `context` may be None)."""
@@ -112,6 +125,10 @@ class MultiHeadAttention(nn.Module):
                 k, v = cache["k"], cache["v"]
                 structural = cached_mask(t, k.shape[1], cache_index, causal=self.causal)
         full = combine_masks(structural, None if key_mask is None else padding_mask(key_mask), mask)
-        y = dot_product_attention(q, k, v, mask=full, implementation=self.implementation)
+        if self.is_mutable_collection("intermediates"):  # apply(..., mutable=["intermediates"]): for attention maps
+            self.sow("intermediates", "attention_weights", attention_weights(q, k, full))
+        rng = self.make_rng("dropout") if train and self.dropout > 0 else None
+        y = dot_product_attention(q, k, v, mask=full, implementation=self.implementation, dropout_rate=self.dropout,
+                                  dropout_rng=rng)
         y = self.c_proj(y)
         return y if cache is None else (y, cache)

@@ -11,6 +11,8 @@ from typing import Literal
 import jax
 import jax.numpy as jnp
 
+from lmjax.ops.dropout import dropout
+
 Implementation = Literal["auto", "xla", "jax"]
 
 # Masked logits get a large finite negative, not -inf: a fully masked row then softmaxes to a finite uniform row
@@ -32,6 +34,8 @@ def dot_product_attention(
     bias: jax.Array | None = None,
     implementation: Implementation = "auto",
     scale: float | None = None,
+    dropout_rate: float = 0.0,
+    dropout_rng: jax.Array | None = None,
 ) -> jax.Array:
     """softmax(q k^T * scale + bias, masked) v, per head.
 
@@ -41,6 +45,10 @@ def dot_product_attention(
     Logits and softmax are fp32 whatever the input dtype; the output is [B, T, H, D] in q.dtype. A query row whose
     mask is all False outputs exactly 0. implementation: "xla" (the einsums below), "jax"
     (`jax.nn.dot_product_attention`), "auto" ("xla" on CPU, where it measured faster; "jax" elsewhere).
+    Attention dropout (`dropout_rate` > 0 with a `dropout_rng`): each weight is zeroed with that probability and the
+    rest scaled by 1 / (1 - rate) after the softmax (Vaswani et al.; torch's `dropout_p`), through
+    `lmjax.ops.dropout` (the rate rounded to a multiple of 1/256); it always takes the "xla" path, which
+    materialises the weights.
     """
     *_, num_heads, head_dim = q.shape
     num_kv_heads = k.shape[-2]
@@ -50,6 +58,8 @@ def dot_product_attention(
         scale = head_dim**-0.5
     if mask is not None:
         mask = jnp.asarray(mask, bool)
+    if dropout_rate > 0.0 and dropout_rng is not None:
+        return _attention_xla(q, k, v, mask, bias, scale, dropout_rate, dropout_rng)
     if implementation == "auto":
         implementation = _AUTO_ON_CPU if jax.default_backend() == "cpu" else "jax"
     if implementation == "xla":
@@ -59,7 +69,7 @@ def dot_product_attention(
     raise ValueError(f"implementation must be 'auto', 'xla' or 'jax', got {implementation!r}")
 
 
-def _attention_xla(q, k, v, mask, bias, scale):
+def _attention_xla(q, k, v, mask, bias, scale, dropout_rate=0.0, dropout_rng=None):
     """The plain einsum math; heads split as (kv_head, group) so GQA never copies k or v."""
     b, t, h, d = q.shape
     s, kv_heads = k.shape[1], k.shape[2]
@@ -75,6 +85,8 @@ def _attention_xla(q, k, v, mask, bias, scale):
     if mask is not None:
         # Exact zeros on masked keys, so a fully masked row (uniform after softmax) contributes nothing.
         probs = jnp.where(mask, probs, 0.0)
+    if dropout_rate > 0.0 and dropout_rng is not None:
+        probs = dropout(probs, dropout_rate, dropout_rng)
     probs = probs.astype(v.dtype).reshape(b, kv_heads, groups, t, s)
     out = jnp.einsum("bkgts,bskd->btkgd", probs, v)
     return out.reshape(b, t, h, d).astype(q.dtype)
