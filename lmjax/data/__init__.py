@@ -9,7 +9,7 @@ prepared datasets are cached under `$LMJAX_TFDS_DIR` (default ~/.cache/lmjax/tfd
 or settings raise `DataError` with a one-line fix.
 """
 
-from .batching import BucketedPairs, ContiguousStream, RandomWindows, eval_windows
+from .batching import BucketedPairs, ContiguousStream, RandomWindows, TokenBudgetPairs, eval_windows
 from .corpus import LMCorpus, lm_corpus
 from .eval_sets import load_analogies, load_word_pairs
 from .files import DataError, resolve_data_dir
@@ -19,8 +19,9 @@ from .tokenizers import (BPETokenizer, CharTokenizer, Tokenizer, WordPieceTokeni
 _LAZY = ("DATASETS", "load", "load_text", "prepare")
 
 __all__ = ["BPETokenizer", "BucketedPairs", "CharTokenizer", "ContiguousStream", "DataError", "LMCorpus",
-           "RandomWindows", "Tokenizer", "WordPieceTokenizer", "WordTokenizer", "build_tokenizer", "eval_windows",
-           "lm_corpus", "load_analogies", "load_tokenizer", "load_word_pairs", "resolve_data_dir", *_LAZY]
+           "RandomWindows", "TokenBudgetPairs", "Tokenizer", "WordPieceTokenizer", "WordTokenizer", "build_tokenizer",
+           "eval_windows", "lm_corpus", "load_analogies", "load_tokenizer", "load_word_pairs", "resolve_data_dir",
+           *_LAZY]
 
 
 def __getattr__(name: str):

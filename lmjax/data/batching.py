@@ -244,3 +244,116 @@ class BucketedPairs:
 
     def restore(self, state: dict) -> None:
         self.epoch, self.index = int(state["epoch"]), int(state["index"])
+
+
+class TokenBudgetPairs:
+    """(source, target) batches under a token budget per batch, as fairseq's `--max-tokens`, in few shapes.
+
+    A pair goes to the bucket (S, T): its source length and its target length + 1 (bos or eos) rounded up to a
+    multiple of `width_multiple` (and at most `max_len`). A bucket's batches have B = max_tokens // max(S, T) rows,
+    rounded down to a multiple of `row_multiple` (at least `row_multiple`), so a batch holds at most about
+    `max_tokens` positions per side (padding included) and there is one batch shape (one compilation) per bucket.
+    Pairs of similar lengths share a batch, so little compute goes to padding (`padding_fraction`). Pairs longer than
+    `max_len` are truncated to it (one warning says how many). Each epoch shuffles within the buckets and then the
+    order of the batches, with `np.random.default_rng([seed, epoch])`; a bucket's last partial batch is filled with
+    empty rows (all-False masks), never dropped. `num_epochs=None` repeats forever; evaluation passes
+    `shuffle=False, num_epochs=1` (buckets in lexicographic (S, T) order, pairs in input order within a bucket).
+    Yields the keys of `BucketedPairs`, this process's rows; the state is (epoch, index of the next batch).
+    """
+
+    def __init__(self, examples: Sequence[tuple[Sequence[int], Sequence[int]]], max_tokens: int, *, pad_id: int,
+                 bos_id: int, eos_id: int, width_multiple: int = 8, row_multiple: int = 8, max_len: int = 256,
+                 seed: int = 0, shuffle: bool = True, num_epochs: int | None = None, process_index: int = 0,
+                 process_count: int = 1):
+        if not examples:
+            raise DataError("no sequence pairs to batch: check the dataset split")
+        if max_tokens < width_multiple:
+            raise DataError(f"data.max_tokens={max_tokens} is below one row of {width_multiple} tokens: raise it")
+        if row_multiple % process_count:
+            raise DataError(f"batch rows come in multiples of {row_multiple}, which do not split over {process_count} "
+                            f"processes: use a process count dividing {row_multiple}")
+        self._src = [np.asarray(src, np.int32)[:max_len] for src, _ in examples]
+        self._tgt = [np.asarray(tgt, np.int32)[:max_len - 1] for _, tgt in examples]
+        if truncated := sum(len(s) > max_len or len(t) + 1 > max_len for s, t in examples):
+            warnings.warn(f"{truncated} of {len(examples)} sequence pairs are longer than {max_len} tokens and are "
+                          "truncated to it", stacklevel=2)
+        up = lambda n: min(max(-(-n // width_multiple) * width_multiple, width_multiple), max_len)  # noqa: E731
+        keys = [(up(len(s)), up(len(t) + 1)) for s, t in zip(self._src, self._tgt)]
+        self.buckets = sorted(set(keys))
+        index = {key: i for i, key in enumerate(self.buckets)}
+        bucket_of = np.array([index[k] for k in keys])
+        self._members = [np.flatnonzero(bucket_of == b) for b in range(len(self.buckets))]
+        self.rows = [max(row_multiple, max_tokens // max(s, t) // row_multiple * row_multiple)
+                     for s, t in self.buckets]
+        self.pad_id, self.bos_id, self.eos_id = pad_id, bos_id, eos_id
+        self.seed, self.shuffle, self.num_epochs = seed, shuffle, num_epochs
+        self.process_index, self.process_count = process_index, process_count
+        self._planned: tuple[int, list] = (-1, [])
+        self.epoch, self.index = 0, 0
+
+    def _plan(self, epoch: int) -> list[tuple[int, np.ndarray]]:
+        """The epoch's batches: (bucket, example indices, at most that bucket's B of them); the last epoch's is
+        kept."""
+        if self._planned[0] == epoch:
+            return self._planned[1]
+        rng = np.random.default_rng([self.seed, epoch])
+        plan = []
+        for bucket, members in enumerate(self._members):
+            if self.shuffle:
+                members = rng.permutation(members)
+            rows = self.rows[bucket]
+            plan += [(bucket, members[start:start + rows]) for start in range(0, len(members), rows)]
+        if self.shuffle:
+            plan = [plan[i] for i in rng.permutation(len(plan))]
+        self._planned = (epoch, plan)
+        return plan
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return len(self._plan(0))
+
+    def padding_fraction(self) -> float:
+        """The share of an epoch's batch positions (source and target sides, empty rows included) that are
+        padding."""
+        real = sum(len(s) + len(t) + 1 for s, t in zip(self._src, self._tgt))
+        total = sum(self.rows[b] * sum(self.buckets[b]) for b, _ in self._plan(0))
+        return 1.0 - real / total
+
+    def __iter__(self) -> TokenBudgetPairs:
+        return self
+
+    def __next__(self) -> Batch:
+        plan = self._plan(self.epoch)
+        if self.index >= len(plan):
+            self.epoch, self.index = self.epoch + 1, 0
+            plan = self._plan(self.epoch)
+        if self.num_epochs is not None and self.epoch >= self.num_epochs:
+            raise StopIteration
+        bucket, chunk = plan[self.index]
+        self.index += 1
+        rows = _process_rows(self.rows[bucket], self.process_index, self.process_count)
+        mine = np.full(self.rows[bucket], -1)
+        mine[:len(chunk)] = chunk
+        return self._batch(self.buckets[bucket], mine[rows])
+
+    def _batch(self, widths: tuple[int, int], chunk: np.ndarray) -> Batch:
+        (s_len, t_len), rows = widths, len(chunk)
+        src = np.full((rows, s_len), self.pad_id, np.int32)
+        tgt_in = np.full((rows, t_len), self.pad_id, np.int32)
+        tgt_out = tgt_in.copy()
+        src_mask, tgt_mask = np.zeros((rows, s_len), bool), np.zeros((rows, t_len), bool)
+        for row, k in enumerate(chunk):
+            if k < 0:  # an empty row filling the bucket's last batch
+                continue
+            s, t = self._src[k], self._tgt[k]
+            src[row, :len(s)], src_mask[row, :len(s)] = s, True
+            tgt_in[row, 0], tgt_in[row, 1:len(t) + 1] = self.bos_id, t
+            tgt_out[row, :len(t)], tgt_out[row, len(t)] = t, self.eos_id
+            tgt_mask[row, :len(t) + 1] = True
+        return {"src": src, "src_mask": src_mask, "tgt_in": tgt_in, "tgt_out": tgt_out, "tgt_mask": tgt_mask}
+
+    def state(self) -> dict:
+        return {"epoch": self.epoch, "index": self.index}
+
+    def restore(self, state: dict) -> None:
+        self.epoch, self.index = int(state["epoch"]), int(state["index"])
