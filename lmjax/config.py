@@ -91,6 +91,9 @@ class DataConfig:
     batch_size: int = 64  # global batch (all devices, all hosts), per micro-batch
     eval_batch_size: int = 0  # global batch of evaluation; 0 = batch_size
     max_examples: int = 0  # use only the first N training examples of an example-based task (0 = all)
+    max_tokens: int = 0  # sentence-pair tasks batched by tokens: positions per batch side (fairseq's --max-tokens)
+    src_lang: str = "de"  # sentence-pair tasks: the source and target fields of the dataset
+    tgt_lang: str = "en"
     data_dir: str = ""  # local data directory; "" = $LMJAX_DATA_DIR or the package's embedded default
     seed: int = 0
 
@@ -150,7 +153,8 @@ def with_vocab_size(model_cfg: Any, vocab_size: int) -> Any:
 
 _PRESETS: dict[str, tuple[Callable[[], RunConfig], str]] = {}
 # Modules that register presets when imported. Importing them lazily keeps `import lmjax.config` cheap.
-PRESET_MODULES: tuple[str, ...] = ("lmjax.models.gpt", "lmjax.models.rnn", "lmjax.models.nnlm", "lmjax.models.seq2seq")
+PRESET_MODULES: tuple[str, ...] = ("lmjax.models.gpt", "lmjax.models.rnn", "lmjax.models.nnlm", "lmjax.models.seq2seq",
+                                   "lmjax.models.transformer")
 
 
 def register_preset(name: str, description: str):

@@ -210,7 +210,7 @@ class Engine:
                               "against the split's size")
         out = {"eval_loss": loss / count, "eval_tokens": count, **{f"eval_{k}": v / count for k, v in sums.items()}}
         if self.task.corpus_metrics is not None:
-            out |= {f"eval_{k}": float(v) for k, v in self.task.corpus_metrics(self, params).items()}
+            out |= {f"eval_{k}": float(v) for k, v in self.task.corpus_metrics(self, params, split).items()}
         return out
 
     def loss_and_grads(self, params, host_batch: dict[str, np.ndarray]) -> tuple[jax.Array, Any]:

@@ -124,6 +124,8 @@ def _train(cfg: RunConfig, engine: Engine | None, stop_after: int | None, stop: 
         window_tokens += k * tokens_per_step
         if step % cfg.train.log_every == 0 or step == limit:
             fetched, pending = jax.device_get(pending), []
+            if engine.task.count_tokens:  # the real tokens of these batches, whatever their rows
+                window_tokens = sum(float(np.sum(m["count"])) for _, m in fetched)
             for start, m in fetched:
                 losses += [(start + i + 1, float(v)) for i, v in enumerate(m["loss"])]
             metrics = fetched[-1][1]

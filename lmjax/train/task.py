@@ -27,10 +27,12 @@ A `Task` holds:
   (loss_sum, count, aux, new_carry)`; the engine keeps the carry in the train state (sharded by batch, checkpointed,
   so a resumed run continues bit-exactly), stops gradients at batch boundaries, and resets rows to `init_carry` where
   the batch has `reset` set. Evaluation carries it across the evaluation batches, in order.
-- `corpus_metrics(engine, params) -> dict[str, float]` (optional): host-side metrics that are not sums of per-batch
-  values (BLEU, chunk F1), merged into what evaluation reports.
+- `corpus_metrics(engine, params, split) -> dict[str, float]` (optional): host-side metrics of the evaluated split
+  that are not sums of per-batch values (BLEU, chunk F1), merged into what evaluation reports.
 - `flops_per_token`: training FLOPs (forward + backward) per token, for MFU. 0 if unknown.
 - `tokens_per_example`: tokens a batch row contributes to tokens/s (e.g. the sequence length).
+- `count_tokens`: tokens/s counts the loss's `count` of each batch instead (batches whose rows vary, e.g. under a
+  token budget).
 - `sample_fn(params, tokenizer, prompt, max_new_tokens, rng, **sampling) -> str` (optional): text generation.
 """
 
@@ -60,7 +62,8 @@ class Task:
     tokens_per_example: float = 1
     sample_fn: Callable[..., str] | None = None
     init_carry: Callable[[int], Any] | None = None
-    corpus_metrics: Callable[[Any, Any], dict[str, float]] | None = None
+    corpus_metrics: Callable[[Any, Any, str], dict[str, float]] | None = None
+    count_tokens: bool = False
 
     def init(self, rng: jax.Array, batch: Batch) -> Any:
         if self.init_fn is not None:

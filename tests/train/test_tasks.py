@@ -45,7 +45,7 @@ def _accuracy_task(cfg, data):
 
     calls = []
 
-    def corpus_metrics(engine, params):
+    def corpus_metrics(engine, params, split):
         calls.append(1)
         return {"hook": 42.0}
 
