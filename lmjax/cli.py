@@ -4,6 +4,8 @@
     lmjax train PRESET [--set key=value ...]        train (resumes from the run's latest checkpoint)
     lmjax eval PRESET [--set ...] [--split test]    exact loss/perplexity of the latest checkpoint
     lmjax generate PRESET [--set ...] --prompt TEXT sample from the latest checkpoint, with tokens/s
+    lmjax translate PRESET [--set ...] [--beam N] [SENTENCE ...]   translate arguments or stdin lines (transformer
+                                                    presets) with the best checkpoint, one line each, sentences/s
     lmjax config PRESET [--set ...]                 print the resolved config as JSON
     lmjax compile PRESET --topology v5e:2x4 [--set ...]   TPU memory/FLOPs report from the real compiler
     lmjax ngram {build,score,ppl,next,fill,compare} count-based n-gram LMs (ARPA files, KenLM-compatible)
@@ -119,7 +121,7 @@ def _config(args):
     from lmjax.config import get_preset
 
     cfg = get_preset(args.preset, args.set or [])
-    if args.as_program and args.command in ("train", "eval", "generate") and cfg.train.dtype == "float32":
+    if args.as_program and args.command in ("train", "eval", "generate", "translate") and cfg.train.dtype == "float32":
         from lmjax.runtime import use_ynn_fusion
 
         use_ynn_fusion()
@@ -178,8 +180,8 @@ def cmd_train(args) -> int:
     return 0
 
 
-def _restore(cfg, *, need_data: bool):
-    """Engine + params from the run's latest good checkpoint."""
+def _restore(cfg, *, need_data: bool, step: int | None = None):
+    """Engine + params from the run's latest good checkpoint, or from checkpoint `step`."""
     from lmjax.data import load_tokenizer
     from lmjax.train.checkpoint import CheckpointError, Checkpointer
     from lmjax.train.engine import Engine
@@ -201,9 +203,26 @@ def _restore(cfg, *, need_data: bool):
         tok = load_tokenizer(workdir / "tokenizer")
         data = Data(tokenizer=tok, vocab_size=tok.vocab_size, train=None)
     engine = Engine(cfg, data=data)
-    step, state, _ = ckpt.restore(engine.abstract_state())
+    step, state, _ = ckpt.restore(engine.abstract_state(), step=step)
     ckpt.close()
     return engine, state, step
+
+
+def _best_step(cfg) -> tuple[int | None, str]:
+    """(step, why) of the run's best checkpoint by `train.best_metric`; (None, why not) when there is no checkpoint
+    directory yet (`_restore` then says to train), no best metric, or no checkpoint scored by it."""
+    from lmjax.train.checkpoint import Checkpointer
+    from lmjax.train.engine import best_mode
+    from lmjax.train.loop import workdir_for
+
+    metric = cfg.train.best_metric
+    directory = workdir_for(cfg) / "checkpoints"
+    if not metric or not directory.is_dir():  # opening a missing directory would create it
+        return None, "train.best_metric is empty" if metric == "" else "no checkpoint directory"
+    ckpt = Checkpointer(directory, keep=cfg.train.keep_checkpoints, best_metric=metric, best_mode=best_mode(cfg))
+    step = ckpt.best_step()
+    ckpt.close()
+    return step, f"the best by {metric}" if step is not None else f"no checkpoint is scored by {metric} yet"
 
 
 def cmd_eval(args) -> int:
@@ -286,6 +305,64 @@ def cmd_generate(args) -> int:
     return 0
 
 
+def _sentences(args) -> list[str]:
+    """The SENTENCE arguments, else the lines of standard input read as UTF-8 (line ends dropped; empty lines
+    kept); a one-line ConfigError for text that is not UTF-8."""
+    from lmjax.config import ConfigError
+
+    if args.sentences:
+        for i, sentence in enumerate(args.sentences):
+            try:
+                sentence.encode("utf-8")
+            except UnicodeEncodeError as e:  # argv bytes that are not UTF-8 arrive as lone surrogates
+                raise ConfigError(f"SENTENCE {i + 1} is not UTF-8 text (character {e.start}): pass UTF-8, e.g. "
+                                  "through `iconv -t utf-8`") from None
+        return list(args.sentences)
+    raw = getattr(sys.stdin, "buffer", None)
+    try:
+        text = raw.read().decode("utf-8") if raw is not None else sys.stdin.read()
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"standard input is not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset {e.start}): "
+                          "pass UTF-8, e.g. through `iconv -t utf-8`") from None
+    lines = text.split("\n")
+    if lines[-1] == "":  # the last line's end, or no input at all
+        lines.pop()
+    return [line.removesuffix("\r") for line in lines]
+
+
+def cmd_translate(args) -> int:
+    from lmjax.config import ConfigError
+    from lmjax.models import transformer
+
+    if args.beam is not None and args.beam < 0:
+        raise ConfigError(f"--beam={args.beam} is invalid: it must be >= 0 (0 = greedy; default model.beam_size)")
+    cfg = _config(args)
+    if cfg.family != "transformer":
+        raise ConfigError(f"preset {cfg.name!r} is a {cfg.family!r} model, not a translation model: `lmjax translate` "
+                          "takes a transformer preset (e.g. multi30k_transformer; see `lmjax presets`)")
+    best, why = _best_step(cfg)
+    engine, state, step = _restore(cfg, need_data=False, step=best)
+    if best is None:
+        print(f"warning: {why}: using the latest checkpoint, step {step}", file=sys.stderr)
+    sentences = _sentences(args)
+    if not sentences:
+        raise ConfigError("no sentences to translate: pass them as arguments or one per line on standard input")
+    beam = cfg.model.beam_size if args.beam is None else args.beam
+    rows = min(64, max(8, 1 << (len(sentences) - 1).bit_length()))  # a few batch shapes, little padding for few
+    t0 = time.perf_counter()
+    out = transformer.translate(engine.task.model, state.params, engine.data.tokenizer, sentences, beam_size=beam,
+                                batch_size=rows)
+    dt = time.perf_counter() - t0
+    for line in out:
+        print(line)
+    sys.stdout.flush()
+    how = f"beam {beam}, length penalty {cfg.model.length_penalty}" if beam else "greedy"
+    which = why if best is not None else "the latest"
+    print(f"[{len(out)} sentences in {dt:.2f} s (any compilation included): {len(out) / dt:,.1f} sentences/s, {how}; "
+          f"checkpoint step {step}, {which}]", file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="lmjax", description="Language models in JAX, from n-grams to BERT.")
     p.add_argument("--version", action="version", version=f"lmjax {version()}")
@@ -319,6 +396,12 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--top-p", type=float, default=1.0)
     gen.add_argument("--seed", type=int, default=0)
     gen.set_defaults(fn=cmd_generate)
+    tr = with_preset("translate", "translate sentences (arguments, else stdin lines) with the best checkpoint")
+    tr.add_argument("sentences", nargs="*", metavar="SENTENCE",
+                    help="source sentences, tokenised as the training data (default: one per line on stdin)")
+    tr.add_argument("--beam", type=int, default=None, metavar="N",
+                    help="beam size (default model.beam_size; 0 = greedy)")
+    tr.set_defaults(fn=cmd_translate)
     sub.add_parser("compile", help="compile a preset's train step ahead of time for a TPU topology (needs libtpu)")
     sub.add_parser("ngram", help="count-based n-gram LMs: build, score, ppl, next, fill, compare (see -h)")
     sub.add_parser("word2vec", help="word vectors, skip-gram or CBOW: train, neighbours, analogy, similarity, "
@@ -360,12 +443,17 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(raw: list[str], *, as_program: bool) -> int:
     """Parse, run the command, and turn an expected failure into one line and status 2."""
-    args = build_parser().parse_args(raw)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(raw)
+    if extra:  # argparse leaves a nargs="*" positional's words after an option unparsed: SENTENCEs, in order
+        if args.command != "translate" or any(e.startswith("-") and e != "-" for e in extra):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        args.sentences = [*args.sentences, *extra]
     args.as_program = as_program  # process-wide environment changes only when run as the `lmjax` program
     debug = os.environ.get("LMJAX_DEBUG", "").lower() in ("1", "true", "yes")  # as lmjax.train.checkpoint reads it
     if as_program:
         _setup_logging(debug)
-    if as_program and args.command in ("train", "eval", "generate"):
+    if as_program and args.command in ("train", "eval", "generate", "translate"):
         from lmjax.runtime import reexec_with_tcmalloc
 
         reexec_with_tcmalloc([sys.executable, "-m", "lmjax", *sys.argv[1:]])

@@ -269,3 +269,73 @@ def test_word2vec_is_an_lmjax_command(capsys, tmp_path):
     assert main(["word2vec", "train", "--corpus", str(corpus), "--out", str(out), "--min-count", "1", "--dim", "4",
                  "--epochs", "1", "--sample", "0", "--batch-size", "8", "--steps-per-call", "2"]) == 0
     assert out.read_text().startswith("5 4\n")
+
+
+# ------------------------------------------------------------------------------- translate (transformer presets)
+
+
+@pytest.fixture(scope="module")
+def translator(tmp_path_factory, shared_data):
+    """A 2-step transformer_smoke run evaluated (eval_bleu) and checkpointed at steps 1 and 2, with step 1's score
+    raised so that the best checkpoint is not the latest. Sequences are cut at 16 tokens: few shapes to compile."""
+    work = tmp_path_factory.mktemp("translate") / "run"
+    common = ["--set", f"train.workdir={work}", "--set", f"data.data_dir={shared_data}"]
+    quick = ["--set", "train.steps=2", "--set", "train.eval_every=1", "--set", "train.checkpoint_every=1",
+             "--set", "model.max_len=16", "--set", "model.eval_sentences=8", "--set", "train.progress=false",
+             "--set", "train.plot=false", "--set", "train.tensorboard=false"]
+    assert main(["train", "transformer_smoke", *common, *quick]) == 0
+    metrics = work / "checkpoints" / "1" / "metrics" / "metrics"
+    metrics.write_text(json.dumps({**json.loads(metrics.read_text()), "eval_bleu": 99.0}))
+    return common + ["--set", "model.max_len=16"]
+
+
+def test_translate_arguments_one_line_each_with_the_best_checkpoint(capsys, translator):
+    capsys.readouterr()
+    sentences = ["ein mann fährt fahrrad .", "", "zwei hunde spielen im schnee ."]
+    assert main(["translate", "transformer_smoke", *translator, *sentences]) == 0
+    out, err = capsys.readouterr()
+    assert out.endswith("\n") and len(out[:-1].split("\n")) == 3  # the empty sentence gets its line too
+    assert "sentences/s" in err and "beam 5" in err and "checkpoint step 1, the best by eval_bleu" in err
+    # Without a best metric: the latest checkpoint, with a note; --beam 0 is greedy.
+    assert main(["translate", "transformer_smoke", *translator, "--set", "train.best_metric=", "--beam", "0",
+                 "ein hund ."]) == 0
+    out, err = capsys.readouterr()
+    assert len(out.splitlines()) == 1 and "greedy" in err and "checkpoint step 2, the latest" in err
+    assert "warning: train.best_metric is empty: using the latest checkpoint, step 2" in err
+
+
+def test_translate_stdin_gives_what_the_arguments_give(capsys, monkeypatch, translator):
+    """One line per input line (UTF-8 bytes, CRLF or LF, empty lines included) and the same translations as the same
+    sentences as arguments."""
+    import io
+
+    lines = ["ein mann fährt fahrrad .", "", "zwei hunde spielen im schnee .", "ein hund ."]
+    capsys.readouterr()
+    assert main(["translate", "transformer_smoke", *translator, *lines]) == 0
+    expected = capsys.readouterr().out
+    stdin = ("\r\n".join(lines[:2]) + "\n" + "\n".join(lines[2:]) + "\n").encode("utf-8")
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(stdin), encoding="latin-1"))  # read as UTF-8
+    assert main(["translate", "transformer_smoke", *translator]) == 0
+    out, err = capsys.readouterr()
+    assert out == expected and len(out[:-1].split("\n")) == 4 and "4 sentences in" in err
+
+
+@pytest.mark.parametrize("args, stdin, fragment", [
+    (["transformer_smoke", "--set", "train.workdir={tmp}/none", "ein hund ."], None, "lmjax train transformer_smoke"),
+    (["gpt_smoke", "--set", "train.workdir={tmp}/none", "a"], None, "takes a transformer preset"),
+    (["transformer_smoke", "--beam", "-1", "ein hund ."], None, "--beam=-1 is invalid"),
+    (["transformer_smoke", "{trained}"], b"", "no sentences to translate"),
+    (["transformer_smoke", "{trained}"], b"ein \xe9t\xe9\n", "not UTF-8 text (byte 0xe9 at offset 4)"),
+])
+def test_translate_errors_are_one_line(capsys, monkeypatch, tmp_path, translator, args, stdin, fragment):
+    import io
+
+    args = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    if "{trained}" in args:
+        args = [*args[:args.index("{trained}")], *translator]
+    if stdin is not None:
+        monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(stdin)))
+    capsys.readouterr()
+    assert main(["translate", *args]) == 2
+    assert fragment in _one_line_error(capsys)
+    assert not (tmp_path / "none").exists()  # looking for a checkpoint writes nothing

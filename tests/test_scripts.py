@@ -33,6 +33,7 @@ NEEDS: dict[str, set[str]] = {
     "benchmarks/matmul_peak.py": set(),
     "benchmarks/ngram_vs_kenlm.py": {"data", "kenlm", "lmplz"},
     "benchmarks/train_throughput.py": set(),
+    "benchmarks/transformer_vs_torch.py": {"data", "torch"},
     "benchmarks/word2vec_vs_gensim.py": {"data", "gensim"},
     "experiments/foundation_benchmark.py": set(),
     "experiments/gpt_shakespeare_vs_nanogpt.py": {"torch", "nanogpt"},
@@ -63,11 +64,13 @@ PEERS = {"nanogpt": _nanogpt, "lmplz": _lmplz}
 SLOW = {
     "benchmarks/gpt_vs_nanogpt.py": 91,
     "benchmarks/train_throughput.py": 25,
+    "benchmarks/transformer_vs_torch.py": 77,
     "benchmarks/word2vec_vs_gensim.py": 14,
     "experiments/foundation_benchmark.py": 23,
     "experiments/gpt_shakespeare_vs_nanogpt.py": 76,
     "experiments/gpt_sst2_finetune.py": 76,
     "experiments/multi30k_rnn.py": 49,
+    "experiments/multi30k_transformer.py": 59,
     "experiments/ptb_lstm.py": 19,
     "experiments/ptb_nnlm.py": 21,
 }
