@@ -265,9 +265,12 @@ class WordPieceTokenizer(_HFTokenizer):
 
     @classmethod
     def from_vocab_file(cls, vocab_txt: str | os.PathLike, *, lowercase: bool = True) -> WordPieceTokenizer:
-        """BERT's `vocab.txt` (one piece per line, id = line number)."""
+        """BERT's `vocab.txt` (one piece per line, id = line number). Its specials ([PAD] [UNK] [CLS] [SEP] [MASK])
+        are special tokens, so "[MASK]" written in a text is one id, as in `BertTokenizerFast`."""
         read_text(Path(vocab_txt))  # the same checks and errors as for any data file
-        return cls(cls._pipeline(models.WordPiece.from_file(os.fspath(vocab_txt), unk_token="[UNK]"), lowercase))
+        tokenizer = cls._pipeline(models.WordPiece.from_file(os.fspath(vocab_txt), unk_token="[UNK]"), lowercase)
+        tokenizer.add_special_tokens([t for t in cls.SPECIALS if tokenizer.token_to_id(t) is not None])
+        return cls(tokenizer)
 
 
 class BPETokenizer(_HFTokenizer):
