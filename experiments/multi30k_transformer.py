@@ -10,12 +10,13 @@ runs/multi30k_transformer/): rerunning continues from the run's latest checkpoin
 train_s is the wall time of `train()` (data preparation and the periodic evaluations included), summed over the
 sessions that trained steps: each session appends {from_step, to_step, train_s} to the run directory's
 experiment_sessions.json (a run trained by `lmjax train` alone reports its summary.json's wall_s instead). Then the
-best checkpoint by eval_bleu (BLEU of greedy validation translations; the latest, with a note, when none is scored)
-translates test2016, test2017 (Flickr), test2017_mscoco and test2018 greedily and with beam search (model.beam_size,
+best checkpoint by eval_bleu (BLEU of greedy validation translations; the latest, with a note, when none is scored),
+or the average of the `--average` latest checkpoints' weights when that translates the validation split better
+(`selection` in the results says which and both validation BLEUs), translates test2016, test2017 (Flickr), test2017_mscoco and test2018 greedily and with beam search (model.beam_size,
 GNMT length penalty model.length_penalty), and
 
     BLEU = sacrebleu corpus BLEU, tokenize='none', of the hypotheses against the lowercased, Moses-tokenised
-           references of "multi30k/tok" as they are (`lmjax.models.transformer.bleu`; = multi-bleu.perl there)
+           references of "multi30k/tok" as they are (`lmjax.scoring.bleu`; = multi-bleu.perl there)
 
 with the signature in the results. bleu_<set> is beam search's, bleu_<set>_greedy greedy's (mscoco2017 =
 test2017_mscoco). sentences_per_s times a second, compiled beam pass over test2016 (decode_s has every first pass,
@@ -128,6 +129,55 @@ def restore_best(cfg):
     if best is None:
         print(f"note: {why}: using the latest checkpoint, step {step}", file=sys.stderr)
     return engine, state, step, why if best is not None else "the latest"
+
+
+def average_latest(cfg, engine, count: int):
+    """(mean parameters of the run's `count` latest checkpoints, their steps): checkpoint averaging, one model whose
+    weights are the average of the last few (Vaswani et al. average the last 5 or 20). None when fewer exist."""
+    import jax
+
+    from lmjax.train.checkpoint import Checkpointer
+    from lmjax.train.loop import workdir_for
+
+    ckpt = Checkpointer(workdir_for(cfg) / "checkpoints", keep=cfg.train.keep_checkpoints, best_metric=None)
+    steps = sorted(ckpt.all_steps())[-count:]
+    if count < 2 or len(steps) < count:
+        ckpt.close()
+        return None, steps
+    target = engine.abstract_state()
+    total = None
+    for step in steps:
+        _, state, _ = ckpt.restore(target, step=step)
+        params = jax.device_get(state.params)
+        total = params if total is None else jax.tree.map(lambda a, b: a + b, total, params)
+    ckpt.close()
+    return jax.tree.map(lambda a: a / len(steps), total), steps
+
+
+def choose_params(cfg, engine, state, best_step, count: int, corpus) -> tuple[object, dict]:
+    """The best checkpoint's parameters or the average of the `count` latest, whichever translates the validation
+    split better (greedy BLEU; the test sets play no part in the choice)."""
+    from lmjax.models import transformer
+
+    model, tok = engine.task.model, engine.data.tokenizer
+    val = corpus.text["validation"]
+
+    def val_bleu(params):
+        return transformer.bleu(transformer.translate(model, params, tok, [s for s, _ in val]),
+                                [t for _, t in val]).score
+
+    info = {"best_step_valid_bleu": val_bleu(state.params)}
+    averaged, steps = average_latest(cfg, engine, count)
+    if averaged is None:
+        info["chosen"] = f"checkpoint {best_step} (fewer than {count} checkpoints to average)"
+        return state.params, info
+    info["averaged_steps"] = steps
+    info["averaged_valid_bleu"] = val_bleu(averaged)
+    if info["averaged_valid_bleu"] > info["best_step_valid_bleu"]:
+        info["chosen"] = f"average of checkpoints {steps[0]}..{steps[-1]} ({len(steps)})"
+        return averaged, info
+    info["chosen"] = f"checkpoint {best_step}"
+    return state.params, info
 
 
 # ------------------------------------------------------------------------------------------------- attention maps
@@ -253,14 +303,16 @@ def evaluate_run(args) -> dict:
     result, train_s, train_s_from = train_run(cfg)
     corpus = result.engine.data.info["corpus"]
     engine, state, best_step, which = restore_best(cfg)
-    model, params, tok = engine.task.model, state.params, engine.data.tokenizer
+    model, tok = engine.task.model, engine.data.tokenizer
+    params, selection = choose_params(cfg, engine, state, best_step, args.average, corpus)
+    print(f"using {selection['chosen']}: validation BLEU (greedy) {selection}", flush=True)
     lp = model.config.length_penalty
     beam = model.config.beam_size
     folder = outputs(args)
     (folder / "hyps").mkdir(parents=True, exist_ok=True)
     out = {"preset": cfg.name, "steps": result.step, "best_step": best_step, "checkpoint": which,
            "params": count_params(params), "train_s": train_s, "train_s_from": train_s_from, "beam_size": beam,
-           "length_penalty": lp,
+           "length_penalty": lp, "selection": selection,
            "eval": eval_metrics_at(result.workdir, best_step), "eval_last": result.eval_metrics,
            "padding_fraction": result.engine.data.train(0, 1).padding_fraction(),
            "sacrebleu_signature": transformer.bleu_signature(), "test_sentences": {}, "decode_s": {}}
@@ -295,10 +347,23 @@ def evaluate_run(args) -> dict:
     return out
 
 
+def speed_keys() -> dict:
+    """tokens_per_s, torch_tokens_per_s, speedup (and decode_speedup) from the side-by-side benchmark's results, when
+    it has run (`python benchmarks/transformer_vs_torch.py --decode-from runs/multi30k_transformer`)."""
+    path = ROOT / "benchmarks/results/transformer_vs_torch.json"
+    if not path.exists():
+        return {}
+    bench = json.loads(path.read_text())
+    out = {k: bench[k] for k in ("tokens_per_s", "torch_tokens_per_s", "speedup", "decode_speedup") if k in bench}
+    return out | {"speed_from": f"benchmarks/results/transformer_vs_torch.json ({bench.get('date', '')})"}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("command", nargs="?", default="train", choices=("train", "maps"),
                    help="train (resumes), translate the test sets and draw maps; or only draw maps of --sentences")
+    p.add_argument("--average", type=int, default=5, help="also try the average of the N latest checkpoints and "
+                                                          "keep it if its validation BLEU is higher (< 2: never)")
     p.add_argument("--steps", type=int, default=0, help="train to this step (0 = the preset's train.steps)")
     p.add_argument("--set", action="append", default=[], help="config override key=value (repeatable)")
     p.add_argument("--sentences", nargs="*", default=EXAMPLES, help="maps: German sources, tokenised and lowercased")
@@ -335,7 +400,7 @@ def main() -> None:
 
     from lmjax.results import write_results
 
-    write_results(args.out, evaluate_run(args))
+    write_results(args.out, {**evaluate_run(args), **speed_keys()})
 
 
 if __name__ == "__main__":
