@@ -124,3 +124,23 @@ def test_quick(script, tmp_path, request):
             "matmul_peak_gflops"} <= set(results)
     assert results["command"].startswith(f"python {script} --quick")
     assert absolute_paths(results) == [] and "absolute path" not in proc.stderr
+    if script == "experiments/multi30k_rnn.py":
+        _check_rescore(script, out, results, env)
+
+
+def _check_rescore(script, out, results, env):
+    """`rescore` recomputes the same BLEU from the saved hypotheses; a hypotheses file one line short is an error."""
+    run = results["runs"]["additive"]
+    proc = subprocess.run([sys.executable, script, "rescore", "--out", str(out)], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    again = json.loads(out.read_text(encoding="utf-8"))["runs"]["additive"]
+    keys = [k for k in run if k.startswith("bleu_")]
+    assert keys and {k: again[k] for k in keys} == {k: run[k] for k in keys}
+    hyps = sorted((out.parent / out.stem / "hyps" / "additive").glob("test2016.*.txt"))
+    assert hyps, "no hypotheses were written"
+    lines = hyps[0].read_text(encoding="utf-8").splitlines(keepends=True)
+    hyps[0].write_text("".join(lines[:-1]), encoding="utf-8")
+    proc = subprocess.run([sys.executable, script, "rescore", "--out", str(out)], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr[-2000:]
