@@ -147,6 +147,25 @@ def eval_windows(tokens: np.ndarray, batch_size: int, seq_len: int, *, max_batch
         yield {"inputs": inputs[:, columns], "targets": targets[:, columns], "mask": mask[:, columns]}
 
 
+def _pair_batch(srcs: list[np.ndarray], tgts: list[np.ndarray], chunk: np.ndarray, rows: int, s_len: int,
+                t_len: int, pad_id: int, bos_id: int, eos_id: int) -> Batch:
+    """Rows of pairs `chunk` (indices into srcs/tgts; -1, or rows past the chunk, stay empty): src, src_mask,
+    tgt_in = bos + tgt, tgt_out = tgt + eos, tgt_mask, padded with pad_id to widths s_len and t_len."""
+    src = np.full((rows, s_len), pad_id, np.int32)
+    tgt_in = np.full((rows, t_len), pad_id, np.int32)
+    tgt_out = tgt_in.copy()
+    src_mask, tgt_mask = np.zeros((rows, s_len), bool), np.zeros((rows, t_len), bool)
+    for row, k in enumerate(chunk):
+        if k < 0:
+            continue
+        s, t = srcs[k], tgts[k]
+        src[row, :len(s)], src_mask[row, :len(s)] = s, True
+        tgt_in[row, 0], tgt_in[row, 1:len(t) + 1] = bos_id, t
+        tgt_out[row, :len(t)], tgt_out[row, len(t)] = t, eos_id
+        tgt_mask[row, :len(t) + 1] = True
+    return {"src": src, "src_mask": src_mask, "tgt_in": tgt_in, "tgt_out": tgt_out, "tgt_mask": tgt_mask}
+
+
 class BucketedPairs:
     """Padded, length-bucketed (source, target) batches for sequence-to-sequence training.
 
@@ -226,18 +245,8 @@ class BucketedPairs:
         return self._batch(self.buckets[bucket], chunk[self._rows])
 
     def _batch(self, length: int, chunk: np.ndarray) -> Batch:
-        rows = self._rows.stop - self._rows.start
-        src = np.full((rows, length), self.pad_id, np.int32)
-        tgt_in, tgt_out = src.copy(), src.copy()
-        src_mask = np.zeros((rows, length), bool)
-        tgt_mask = src_mask.copy()
-        for row, k in enumerate(chunk):  # rows past the chunk stay empty
-            s, t = self._src[k], self._tgt[k]
-            src[row, :len(s)], src_mask[row, :len(s)] = s, True
-            tgt_in[row, 0], tgt_in[row, 1:len(t) + 1] = self.bos_id, t
-            tgt_out[row, :len(t)], tgt_out[row, len(t)] = t, self.eos_id
-            tgt_mask[row, :len(t) + 1] = True
-        return {"src": src, "src_mask": src_mask, "tgt_in": tgt_in, "tgt_out": tgt_out, "tgt_mask": tgt_mask}
+        return _pair_batch(self._src, self._tgt, chunk, self._rows.stop - self._rows.start, length, length,
+                           self.pad_id, self.bos_id, self.eos_id)
 
     def state(self) -> dict:
         return {"epoch": self.epoch, "index": self.index}
@@ -337,20 +346,7 @@ class TokenBudgetPairs:
         return self._batch(self.buckets[bucket], mine[rows])
 
     def _batch(self, widths: tuple[int, int], chunk: np.ndarray) -> Batch:
-        (s_len, t_len), rows = widths, len(chunk)
-        src = np.full((rows, s_len), self.pad_id, np.int32)
-        tgt_in = np.full((rows, t_len), self.pad_id, np.int32)
-        tgt_out = tgt_in.copy()
-        src_mask, tgt_mask = np.zeros((rows, s_len), bool), np.zeros((rows, t_len), bool)
-        for row, k in enumerate(chunk):
-            if k < 0:  # an empty row filling the bucket's last batch
-                continue
-            s, t = self._src[k], self._tgt[k]
-            src[row, :len(s)], src_mask[row, :len(s)] = s, True
-            tgt_in[row, 0], tgt_in[row, 1:len(t) + 1] = self.bos_id, t
-            tgt_out[row, :len(t)], tgt_out[row, len(t)] = t, self.eos_id
-            tgt_mask[row, :len(t) + 1] = True
-        return {"src": src, "src_mask": src_mask, "tgt_in": tgt_in, "tgt_out": tgt_out, "tgt_mask": tgt_mask}
+        return _pair_batch(self._src, self._tgt, chunk, len(chunk), *widths, self.pad_id, self.bos_id, self.eos_id)
 
     def state(self) -> dict:
         return {"epoch": self.epoch, "index": self.index}

@@ -29,7 +29,7 @@ from lmjax.config import ConfigError, DataConfig, OptimConfig, RunConfig, TrainC
 from lmjax.layers import cell_params, embedding, lookup, param, uniform
 from lmjax.ops import recurrent
 from lmjax.ops.losses import token_cross_entropy
-from lmjax.ops.sampling import beam_search
+from lmjax.ops.sampling import beam_search, cut_at_eos  # noqa: F401 - cut_at_eos re-exported for callers
 from lmjax.train.task import Data, Task, register_task
 
 ATTENTION = ("none", "additive", "multiplicative")
@@ -244,15 +244,6 @@ def pad_sources(ids: list[np.ndarray], pad_id: int, multiple: int = 8) -> tuple[
     for row, x in enumerate(ids):
         src[row, :len(x)] = x
     return src, np.arange(width)[None, :] < lengths[:, None]
-
-
-def cut_at_eos(tokens, eos_id: int) -> list[int]:
-    out = []
-    for t in np.asarray(tokens).tolist():
-        if t == eos_id:
-            break
-        out.append(t)
-    return out
 
 
 # ------------------------------------------------------------------------------------------------------ data, task

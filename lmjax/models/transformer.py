@@ -36,13 +36,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lmjax.config import ConfigError, DataConfig, MeshConfig, OptimConfig, RunConfig, TrainConfig, check_ranges
+from lmjax.config import ConfigError, DataConfig, OptimConfig, RunConfig, TrainConfig, check_ranges
 from lmjax.config import register_preset
 from lmjax.data.pipeline import eval_limit
 from lmjax.layers import Dropout, Embed, LayerNorm, Linear, TransformerBlock, init_kv_cache, padded_size
 from lmjax.ops.losses import token_cross_entropy
 from lmjax.ops.positional import sinusoidal
-from lmjax.ops.sampling import beam_search
+from lmjax.ops.sampling import beam_search, cut_at_eos
 from lmjax.scoring import bleu, bleu_signature  # noqa: F401 (bleu_signature re-exported beside bleu)
 from lmjax.train.task import Data, Task, register_task
 
@@ -318,15 +318,6 @@ def beam(model: Transformer, params, src, src_mask, *, bos_id: int, eos_id: int,
     return nn.apply(run, model)({"params": params}, src, src_mask)
 
 
-def cut_at_eos(tokens, eos_id: int) -> list[int]:
-    out = []
-    for t in np.asarray(tokens).tolist():
-        if t == eos_id:
-            break
-        out.append(t)
-    return out
-
-
 def translate(model: Transformer, params, tokenizer, sentences: list[str], *, beam_size: int = 0,
               batch_size: int = 64, width_multiple: int = 8, length_penalty: float | None = None) -> list[str]:
     """Translations of `sentences` (greedy, or beam search when beam_size > 0), in their order. Sentences are sorted
@@ -458,7 +449,6 @@ def _run(name: str, model: TransformerConfig, *, max_tokens: int, lr: float, war
         train=TrainConfig(steps=steps, eval_every=eval_every, eval_batches=0, log_every=50,
                           checkpoint_every=eval_every, keep_checkpoints=10, best_metric="eval_bleu",
                           sample_tokens=0),
-        mesh=MeshConfig(),
     )
 
 

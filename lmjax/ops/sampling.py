@@ -1,4 +1,5 @@
-"""Decoding: temperature / top-k / nucleus sampling and beam search, all with static shapes (jit-able)."""
+"""Decoding: temperature / top-k / nucleus sampling and beam search, all with static shapes (jit-able); and
+`cut_at_eos`, the host-side end of a decoded row."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 _NEG_INF = float("-inf")
 
@@ -151,3 +153,13 @@ def beam_search(
     alive_scores = jnp.where(i == max_len, alive_logp / max_penalty, _NEG_INF)
     scores, best = jax.lax.top_k(jnp.concatenate([fin_scores, alive_scores], axis=1), k)
     return jnp.concatenate([fin_seqs, alive_seqs], axis=1)[rows, best], scores
+
+
+def cut_at_eos(tokens, eos_id: int) -> list[int]:
+    """A decoded row (host array or list) up to, not including, its first eos_id."""
+    out = []
+    for t in np.asarray(tokens).tolist():
+        if t == eos_id:
+            break
+        out.append(t)
+    return out
