@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -59,11 +60,12 @@ def main() -> None:
     parser.add_argument("--words", type=int, default=0, help="use only the first N corpus tokens (0: all)")
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--algorithms", nargs="+", default=["skipgram", "cbow"], choices=["skipgram", "cbow"])
-    parser.add_argument("--skipgram", nargs="+", default=["32:128:256"], metavar="B:N[:S[:L[:R[:M]]]]",
+    parser.add_argument("--skipgram", nargs="+", default=None, metavar="B:N[:S[:L[:R[:M]]]]",
                         help="lmjax skip-gram designs as batch_size:shared_negatives[:steps_per_call[:run[:replicas"
                              "[:merge_every]]]] (N=0: negatives per target; run L > 0: steps of B / L runs of L "
-                             "consecutive positions; R > 1: R CPU devices, local SGD merged every M calls each)")
-    parser.add_argument("--cbow", nargs="+", default=["256:32:64:16:2"], metavar="B:N[:S[:L[:R[:M]]]]",
+                             "consecutive positions; R > 1: R CPU devices, local SGD merged every M calls each); "
+                             "default: the design `lmjax word2vec` picks for this machine")
+    parser.add_argument("--cbow", nargs="+", default=None, metavar="B:N[:S[:L[:R[:M]]]]",
                         help="the same for CBOW")
     parser.add_argument("--out", help="results JSON (default: experiments/results/word2vec_vs_gensim.json for the "
                                       "whole corpus and one design per algorithm, else benchmarks/results/"
@@ -77,6 +79,13 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="a smoke run: the first 20,000 words, 1 epoch, both "
                                                              "algorithms in this process")
     args = parser.parse_args()
+    from lmjax.models.word2vec import default_design
+
+    for algo in ("skipgram", "cbow"):
+        if getattr(args, algo) is None:
+            chosen, why = default_design(algo == "skipgram")
+            setattr(args, algo, [chosen])
+            print(f"{algo} design {chosen}: {why}", flush=True)
     if args.quick:
         args.words, args.epochs = args.words or 20_000, 1
     if len(args.algorithms) > 1 and not args.quick:  # one process per algorithm: see `separately`
@@ -170,8 +179,9 @@ def summarise(runs: list[dict], prefix: str) -> dict:
 
 def design(variant: str) -> list[int]:
     """B:N[:S[:L[:R[:M]]]] -> [batch, shared negatives, steps per call, run, replicas, merge every]."""
-    batch, shared, *more = map(int, variant.split(":"))
-    return [batch, shared, *more, *[16, 0, 1, 8][len(more):]]
+    from lmjax.models.word2vec import parse_design
+
+    return list(parse_design(variant).values())
 
 
 def separately(args) -> None:
@@ -188,14 +198,23 @@ def separately(args) -> None:
     write(results, args)
 
 
+def host_suffix() -> str:
+    """"" on Zen 5 (where the first results file was measured), else "_" + the CPU's microarchitecture, e.g.
+    "_zen3": one results file per CPU generation."""
+    from lmjax.hardware import cpu_info
+
+    arch = cpu_info().microarchitecture
+    return "" if arch == "Zen 5" else "_" + re.sub(r"[^a-z0-9]+", "", (arch or "unknown").lower())
+
+
 def write(results: dict, args) -> None:
     """The results so far, with the hardware (its load average at the end of the run), command and date."""
     from lmjax.results import write_results
 
     full = not args.words and len(args.skipgram) == len(args.cbow) == 1
-    out = Path(args.out) if args.out else REPO / (("experiments/results/word2vec_vs_gensim" if full else
-                                                   "benchmarks/results/word2vec_tuning") + ("_hs" if args.hs else "")
-                                                  + ".json")
+    out = Path(args.out) if args.out else REPO / (("experiments/results/word2vec_vs_gensim" + host_suffix() if full
+                                                   else "benchmarks/results/word2vec_tuning") +
+                                                  ("_hs" if args.hs else "") + ".json")
     print(f"wrote {write_results(out, results)}", flush=True)
 
 

@@ -24,7 +24,9 @@ Device side: a step takes B positions (a center and its window), shuffled across
 window words (ids, sentence ids) and its positions' b; the device builds the windows, so the host only subsamples
 and slices, and CBOW gathers and scatters each word of a run once instead of once per window it falls in (the
 windows' means and the words' changes are products with a banded (L, L + 2 window) matrix per run): fewer random
-memory accesses, 1.4x the positions/s on one CPU core at L = 16. With
+memory accesses, 1.4x the positions/s on one CPU core at L = 16. Skip-gram on runs with shared negatives likewise
+gathers and updates a run's output rows once (scores h X^T per run, masked to the valid (position, context) pairs)
+instead of once per window. With
 `shared_negatives = N > 0` the step shares one draw of N negatives, so the negative scores are one (B, d) x (d, N)
 matrix product, each weighted by negative x (targets of the position) / N: the expected gradient of `negative`
 private draws per target. With N = 0 each target draws its own `negative` words (the reference algorithm, gathers
@@ -50,6 +52,7 @@ import argparse
 import contextlib
 import dataclasses
 import functools
+import os
 import re
 import sys
 import time
@@ -104,6 +107,80 @@ class Word2VecConfig:
         if not (self.hs or self.negative):
             raise ConfigError("word2vec needs an output layer: negative=0 with hs=False trains nothing; set "
                               "negative >= 1 (negative sampling) or hs=True (hierarchical softmax)")
+
+
+# The batching fields of a design, as the benchmark writes it: batch_size:shared_negatives:steps_per_call:run:replicas:
+# merge_every.
+DESIGN_FIELDS = ("batch_size", "shared_negatives", "steps_per_call", "run", "replicas", "merge_every")
+
+# The fastest design validated on each kind of machine (benchmarks/word2vec_vs_gensim.py, 3 seeds beside gensim at
+# equal or better quality; RESULTS.md has the runs): key (machine, sg) -> (design, where it was measured). A CPU is
+# named by lmjax.hardware's microarchitecture ("Zen 5": AMD family 26; "Zen 3": family 25 model 1, the hosts an
+# issue called Zen 4); "gpu" when a CUDA plugin is installed.
+VALIDATED_DESIGNS: dict[tuple[str, bool], tuple[str, str]] = {
+    ("Zen 5", True): ("32:128:256:0:1:8", "experiments/results/word2vec_vs_gensim.json"),
+    ("Zen 5", False): ("256:32:64:16:2:8", "experiments/results/word2vec_vs_gensim.json"),
+    ("Zen 3", True): ("128:128:64:16:2:8", "benchmarks/results/word2vec_zen3_skipgram_128.json"),
+    ("Zen 3", False): ("256:32:64:16:2:8", "experiments/results/word2vec_vs_gensim_zen3.json"),
+    ("gpu", True): ("1024:128:16:0:1:8", "benchmarks/results/word2vec_gpu.json"),
+    ("gpu", False): ("1024:32:16:16:1:8", "benchmarks/results/word2vec_gpu.json"),
+}
+
+
+def parse_design(design: str) -> dict[str, int]:
+    """"B:N[:S[:L[:R[:M]]]]" -> the batching fields (steps 16, run 0, replicas 1, merge every 8 when left out)."""
+    try:
+        values = [int(v) for v in design.split(":")]
+    except ValueError:
+        values = []
+    if not 2 <= len(values) <= len(DESIGN_FIELDS):
+        raise ConfigError(f"word2vec design {design!r} is not B:N[:S[:L[:R[:M]]]] (batch_size:shared_negatives"
+                          f"[:steps_per_call[:run[:replicas[:merge_every]]]]), e.g. 128:128:64:16:2:8")
+    return dict(zip(DESIGN_FIELDS, values + [16, 0, 1, 8][len(values) - 2:]))
+
+
+def format_design(cfg: Word2VecConfig) -> str:
+    return ":".join(str(getattr(cfg, name)) for name in DESIGN_FIELDS)
+
+
+def _machine() -> tuple[str | None, int]:
+    """(the kind of machine VALIDATED_DESIGNS is keyed by, or None when it is not there; usable CPU cores),
+    without starting JAX's backends (a CPU design's replicas must be set before they start)."""
+    import importlib.util
+
+    from lmjax.hardware import cpu_info
+
+    cpu = cpu_info()
+    on_gpu = "cpu" not in os.environ.get("JAX_PLATFORMS", "") and any(
+        importlib.util.find_spec(name) for name in ("jax_cuda12_plugin", "jax_cuda13_plugin"))
+    return ("gpu" if on_gpu else cpu.microarchitecture), cpu.cores
+
+
+# Below this many vocabulary words the validated designs' large steps sum too many updates into the same rows and
+# diverge (an 11-word corpus: NaN at 128:128:64); such a corpus trains in small one-device steps instead.
+SMALL_VOCAB = 2000
+SMALL_VOCAB_DESIGNS = {True: "32:128:256:0:1:8", False: "32:32:256:0:1:8"}
+
+
+def default_design(sg: bool, machine: str | None = None, cores: int | None = None,
+                   vocab_size: int | None = None) -> tuple[str, str]:
+    """(design, why) for skip-gram (sg) or CBOW on this machine (or the one named): the validated design of its
+    kind; elsewhere Zen 3's (both designs use two replicas) on two or more cores, or Zen 5's skip-gram design and
+    one-replica CBOW on one core. A vocabulary under SMALL_VOCAB words gets small one-device steps."""
+    if vocab_size is not None and vocab_size < SMALL_VOCAB:
+        return SMALL_VOCAB_DESIGNS[sg], (f"small steps for a small vocabulary ({vocab_size} words < {SMALL_VOCAB}; "
+                                         f"the validated designs are for corpora like IMDB's 39k words)")
+    if machine is None:
+        machine, found = _machine()
+        cores = found if cores is None else cores
+    if (machine, sg) in VALIDATED_DESIGNS:
+        design, where = VALIDATED_DESIGNS[machine, sg]
+        return design, f"the design validated on {machine} ({where})"
+    if (cores or 1) >= 2:
+        return VALIDATED_DESIGNS["Zen 3", sg][0], (f"no design is validated on {machine or 'this CPU'}: Zen 3's, "
+                                                   f"which trains two replicas, one per core")
+    design = VALIDATED_DESIGNS["Zen 5", True][0] if sg else "256:32:64:16:1:8"
+    return design, f"no design is validated on {machine or 'this CPU'}: a one-device design for a single core"
 
 
 # ------------------------------------------------------------------------------------------------------ vocabulary
@@ -304,6 +381,11 @@ def run_windows(tokens, sentence, reach, window: int):
             jnp.stack(valid, -1).reshape(G * L, -1))
 
 
+# Every index a step scatters to is a word id (< V) or a tree node (< V - 1): promising XLA they are in bounds drops
+# its per-index bounds check, which cost XLA's CPU scatter about 1.6x (448 rows of 200 floats: 276 -> 171 us).
+_IN_BOUNDS = "promise_in_bounds"
+
+
 def _negative_sampling(C, h, targets, mask, lr, negs, cfg: Word2VecConfig):
     """Negative sampling's ascent step for inputs h (B, d) and targets (B, T) with mask m: (new C, dh, summed loss).
 
@@ -334,7 +416,36 @@ def _negative_sampling(C, h, targets, mask, lr, negs, cfg: Word2VecConfig):
         d_neg = (gn[..., None] * h[:, None, None]).reshape(-1, h.shape[1])
     loss -= jnp.sum(w * jax.nn.log_sigmoid(-scores))
     rows = jnp.concatenate([targets.reshape(-1), negs.reshape(-1)])
-    C = C.at[rows].add(jnp.concatenate([(g[..., None] * h[:, None]).reshape(-1, h.shape[1]), d_neg]))
+    updates = jnp.concatenate([(g[..., None] * h[:, None]).reshape(-1, h.shape[1]), d_neg])
+    C = C.at[rows].add(updates, mode=_IN_BOUNDS)
+    return C, dh, loss
+
+
+def _negative_sampling_runs(C, h, tokens, valid, lr, negs, cfg: Word2VecConfig):
+    """Skip-gram's negative sampling on runs with shared negatives: _negative_sampling's step for the same pairs,
+    with each run's output rows X = C[tokens] (G, L + 2 window, d) gathered and updated once instead of once per
+    window they fall in. h (G, L, d) are the run positions' input vectors, valid (G, L, 2 window) their windows'
+    valid columns, and M (G, L, L + 2 window) the mask of (position i, run word j) pairs, 1 where j is a valid
+    context of i: the scores are h X^T per run, dh = g X and
+    dX = g^T h with g = lr M sigma(-h X^T), and a negative's weight counts the targets it differs from, sum_j M_ij
+    [tokens_j != n_k], as the explicit windows' does. Returns (new C, dh (G, L, d), summed loss).
+    """
+    M = jnp.einsum("gic,ijc->gij", valid.astype(h.dtype), _run_band(h.shape[1], cfg.window))
+    X = C[tokens]                                                     # (G, L + 2 window, d)
+    pos = jnp.einsum("gid,gjd->gij", h, X)
+    g = lr * M * jax.nn.sigmoid(-pos)
+    loss = -jnp.sum(M * jax.nn.log_sigmoid(pos))
+    dh = jnp.einsum("gij,gjd->gid", g, X)
+    dX = jnp.einsum("gij,gid->gjd", g, h)
+    flat = h.reshape(-1, h.shape[-1])
+    neg_vecs = C[negs]                                                # (N, d)
+    scores = flat @ neg_vecs.T                                        # (G L, N)
+    hits = jnp.einsum("gij,gjn->gin", M, (tokens[..., None] != negs).astype(h.dtype)).reshape(scores.shape)
+    gn = -lr * (cfg.negative / cfg.shared_negatives) * hits * jax.nn.sigmoid(scores)
+    loss -= jnp.sum((cfg.negative / cfg.shared_negatives) * hits * jax.nn.log_sigmoid(-scores))
+    dh += (gn @ neg_vecs).reshape(h.shape)
+    rows = jnp.concatenate([tokens.reshape(-1), negs])
+    C = C.at[rows].add(jnp.concatenate([dX.reshape(-1, h.shape[-1]), gn.T @ flat]), mode=_IN_BOUNDS)
     return C, dh, loss
 
 
@@ -352,7 +463,7 @@ def _hierarchical_softmax(S, h, mask, centers, lr, tree):
     m = mask[..., None] * valid[:, None]
     g = lr * m * (1 - codes[:, None] - jax.nn.sigmoid(x))
     loss = -jnp.sum(m * jax.nn.log_sigmoid((1 - 2 * codes[:, None]) * x))
-    S = S.at[points.reshape(-1)].add(jnp.einsum("btl,btd->bld", g, h).reshape(-1, h.shape[-1]))
+    S = S.at[points.reshape(-1)].add(jnp.einsum("btl,btd->bld", g, h).reshape(-1, h.shape[-1]), mode=_IN_BOUNDS)
     return S, jnp.einsum("btl,bld->btd", g, nodes), loss
 
 
@@ -371,6 +482,7 @@ def _sgd_step(tables, batch, tree, cfg: Word2VecConfig):
         centers, contexts, valid = run_windows(tokens, sentence, reach, cfg.window)
         weights = valid.astype(W.dtype) if cfg.sg else valid / jnp.maximum(valid.sum(1, keepdims=True), 1)
         G, L = reach.shape
+        band = _run_band(L, cfg.window)                               # (L, L + 2 window, 2 window) one-hot
     else:
         centers, contexts, weights, lr, negs = batch
     if cfg.sg:
@@ -378,7 +490,6 @@ def _sgd_step(tables, batch, tree, cfg: Word2VecConfig):
         examples = jnp.sum(weights > 0)
     else:  # weights are 1 / n_contexts on valid columns: h is the mean of the context vectors
         if cfg.run:  # a run's rows X are gathered once; h_i = sum_c weight_ic X[i + start_c], a banded product
-            band = _run_band(L, cfg.window)                           # (L, L + 2 window, 2 window) one-hot
             X = W[tokens]                                             # (G, L + 2 window, d)
             h = jnp.einsum("gij,gjd->gid", jnp.einsum("gic,ijc->gij", weights.reshape(G, L, -1), band), X)
             h = h.reshape(G * L, -1)
@@ -387,24 +498,29 @@ def _sgd_step(tables, batch, tree, cfg: Word2VecConfig):
         targets, mask = centers[:, None], (weights.sum(1, keepdims=True) > 0).astype(W.dtype)
         examples = jnp.sum(mask)
     tables, dh, loss = dict(tables), 0.0, 0.0
-    if cfg.negative:
+    if cfg.negative and cfg.sg and cfg.run and cfg.shared_negatives:  # output rows once per run
+        tables["C"], dh, loss = _negative_sampling_runs(tables["C"], h.reshape(G, L, -1), tokens,
+                                                        valid.reshape(G, L, -1), lr, negs, cfg)
+        dh = dh.reshape(G * L, -1)
+    elif cfg.negative:
         tables["C"], dh, loss = _negative_sampling(tables["C"], h, targets, mask, lr, negs, cfg)
     if cfg.hs:
         inputs = (W[contexts], weights) if cfg.sg else (h[:, None], mask)
         tables["S"], dh_hs, loss_hs = _hierarchical_softmax(tables["S"], *inputs, centers, lr, tree)
         loss += loss_hs
         if cfg.sg:
-            W = W.at[contexts.reshape(-1)].add(dh_hs.reshape(-1, W.shape[1]))  # invalid columns: g = 0
+            W = W.at[contexts.reshape(-1)].add(dh_hs.reshape(-1, W.shape[1]), mode=_IN_BOUNDS)  # invalid columns: g = 0
         else:
             dh += dh_hs[:, 0]
     if cfg.sg:
-        tables["W"] = W.at[centers].add(dh) if cfg.negative else W
+        tables["W"] = W.at[centers].add(dh, mode=_IN_BOUNDS) if cfg.negative else W
     elif cfg.run:  # run word j gets dh_i of every window i it is valid in: the transposed band of the valid columns
         dX = jnp.einsum("gij,gid->gjd", jnp.einsum("gic,ijc->gij", valid.reshape(G, L, -1).astype(dh.dtype), band),
                         dh.reshape(G, L, -1))
-        tables["W"] = W.at[tokens.reshape(-1)].add(dX.reshape(-1, dX.shape[-1]))
+        tables["W"] = W.at[tokens.reshape(-1)].add(dX.reshape(-1, dX.shape[-1]), mode=_IN_BOUNDS)
     else:  # as word2vec.c and gensim (cbow_mean=1) do: every context row gets all of dh, not dh / n_contexts
-        tables["W"] = W.at[contexts.reshape(-1)].add(((weights > 0)[..., None] * dh[:, None]).reshape(-1, dh.shape[1]))
+        tables["W"] = W.at[contexts.reshape(-1)].add(((weights > 0)[..., None] * dh[:, None]).reshape(-1, dh.shape[1]),
+                                                    mode=_IN_BOUNDS)
     return tables, (loss, examples)
 
 
@@ -519,6 +635,10 @@ def train(sentences: Sequence[Sequence[str]], cfg: Word2VecConfig = Word2VecConf
             done += raw
         examples = int(sum(jax.device_get(counts)))
         loss = float(sum(jax.device_get(losses))) / max(examples, 1)
+        if not np.isfinite(loss):
+            raise ConfigError(f"word2vec diverged in epoch {epoch + 1} (loss {loss}) with design {format_design(cfg)} "
+                              f"and alpha={cfg.alpha} on {len(vocab)} words: use smaller steps (batch_size, "
+                              f"shared_negatives), replicas=1 or a lower alpha")
         log.append({"epoch": epoch + 1, "loss_per_example": loss, "examples": examples,
                     "seconds": time.perf_counter() - t0})
         if verbose:
@@ -779,8 +899,10 @@ def main(argv: Sequence[str] | None = None) -> int:
              "negative": " (0: no negative sampling, needs --hs)"}
     for field in dataclasses.fields(Word2VecConfig):  # a bool flag alone means true: --hs, --sg false
         flag = {"type": str, "nargs": "?", "const": True} if field.type == "bool" else {"type": type(field.default)}
-        p.add_argument(f"--{field.name.replace('_', '-')}", default=field.default, **flag,
-                       help=f"default {field.default}" + notes.get(field.name, ""))
+        batching = field.name in DESIGN_FIELDS  # default: the design validated for this machine
+        p.add_argument(f"--{field.name.replace('_', '-')}", default=None if batching else field.default, **flag,
+                       help=("default: this machine's validated design (see VALIDATED_DESIGNS)" if batching
+                             else f"default {field.default}") + notes.get(field.name, ""))
     for name, help_ in (("neighbours", "nearest words"), ("analogy", "a is to b as c is to ?"),
                         ("similarity", "cosine similarity of two words"), ("evaluate", "analogies, WordSim, SimLex"),
                         ("plot", "PNG of a 2-D PCA projection of words")):
@@ -793,13 +915,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.command == "train":
-            cfg = Word2VecConfig(**{f.name: _flag_bool(f.name, getattr(args, f.name)) if f.type == "bool"
-                                    else getattr(args, f.name) for f in dataclasses.fields(Word2VecConfig)})
+            values = {f.name: _flag_bool(f.name, getattr(args, f.name)) if f.type == "bool"
+                      else getattr(args, f.name) for f in dataclasses.fields(Word2VecConfig)}
+            given = [name for name in DESIGN_FIELDS if values[name] is not None]
             out = _output(args.out)
+            sentences = _corpus(args.corpus, args.data_dir)
+            vocab = Vocab.build(sentences, values["min_count"])
+            if given:  # a batching flag: the library defaults for the others, not half of a validated design
+                why = f"set by {', '.join('--' + n.replace('_', '-') for n in given)}, Word2VecConfig's defaults else"
+                values.update({f.name: f.default for f in dataclasses.fields(Word2VecConfig)
+                               if f.name in DESIGN_FIELDS and values[f.name] is None})
+            else:
+                design, why = default_design(values["sg"], vocab_size=len(vocab))
+                values.update(parse_design(design))
+            cfg = Word2VecConfig(**values)
+            print(f"design {format_design(cfg)} (batch_size:shared_negatives:steps_per_call:run:replicas:"
+                  f"merge_every): {why}", file=sys.stderr)
             if cfg.replicas > 1:  # a CPU device per copy; possible only before JAX's backends start
                 with contextlib.suppress(RuntimeError):
                     jax.config.update("jax_num_cpu_devices", cfg.replicas)
-            model = train(_corpus(args.corpus, args.data_dir), cfg, verbose=True)
+            model = train(sentences, cfg, vocab=vocab, verbose=True)
             save_word2vec_format(model, out, binary=out.endswith(".bin"))
             print(f"saved {len(model.words):,} x {cfg.dim} vectors to {out}")
             return 0

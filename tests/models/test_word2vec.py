@@ -4,6 +4,7 @@ corpus with built-in analogies, formats, bad input."""
 from __future__ import annotations
 
 import dataclasses
+import pathlib
 
 import jax.numpy as jnp
 import numpy as np
@@ -335,3 +336,52 @@ def test_flag_bool_is_strict():
     assert w2v._flag_bool("hs", True) is True
     with pytest.raises(ConfigError, match="--sg expects true or false, got 'maybe'"):
         w2v._flag_bool("sg", "maybe")
+
+
+def test_validated_designs_parse_and_name_their_measurements():
+    """Every machine's default design is a valid configuration of the algorithm it is for, and its results file is
+    in the repository."""
+    root = pathlib.Path(__file__).resolve().parents[2]
+    for (machine, sg), (design, where) in w2v.VALIDATED_DESIGNS.items():
+        cfg = w2v.Word2VecConfig(sg=sg, **w2v.parse_design(design))
+        assert w2v.format_design(cfg) == design, machine
+        assert (root / where).is_file(), where
+    assert w2v.parse_design("32:128") == {"batch_size": 32, "shared_negatives": 128, "steps_per_call": 16, "run": 0,
+                                          "replicas": 1, "merge_every": 8}
+    for bad in ("32", "a:b", "1:2:3:4:5:6:7"):
+        with pytest.raises(ConfigError, match="is not B:N"):
+            w2v.parse_design(bad)
+
+
+def test_default_design_follows_the_machine():
+    assert w2v.default_design(True, "Zen 3")[0] == w2v.VALIDATED_DESIGNS["Zen 3", True][0]
+    assert w2v.default_design(False, "Zen 5")[0] == w2v.VALIDATED_DESIGNS["Zen 5", False][0]
+    assert "validated on Zen 5" in w2v.default_design(True, "Zen 5")[1]
+    design, why = w2v.default_design(False, "Ice Lake", cores=1)
+    assert w2v.parse_design(design)["replicas"] == 1 and "no design is validated on Ice Lake" in why
+    assert w2v.parse_design(w2v.default_design(True, None, cores=2)[0])["replicas"] == 2
+
+
+def test_cli_says_which_design_it_trains(tmp_path, capsys):
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("the cat sat on the mat\n" * 20)
+    args = ["train", "--corpus", str(corpus), "--min-count", "1", "--dim", "4", "--epochs", "1", "--sample", "0",
+            "--out", str(tmp_path / "v.txt")]
+    assert w2v.main([*args, "--batch-size", "8", "--steps-per-call", "2"]) == 0
+    err = capsys.readouterr().err
+    assert "design 8:32:2:0:1:8 " in err and "set by --batch-size, --steps-per-call" in err
+
+
+def test_small_vocabularies_get_small_steps_and_divergence_is_one_line(tmp_path, capsys):
+    design, why = w2v.default_design(True, "Zen 3", vocab_size=11)
+    assert design == w2v.SMALL_VOCAB_DESIGNS[True] and "small vocabulary (11 words" in why
+    assert w2v.default_design(True, "Zen 3", vocab_size=40_000)[0] == w2v.VALIDATED_DESIGNS["Zen 3", True][0]
+    corpus = [["the", "cat", "sat", "on", "the", "mat"]] * 400
+    with pytest.raises(ConfigError, match="diverged in epoch 1"):
+        w2v.train(corpus, w2v.Word2VecConfig(min_count=1, dim=8, epochs=1, alpha=1e6, batch_size=64,
+                                             steps_per_call=2, sample=0))
+    text = tmp_path / "c.txt"
+    text.write_text("\n".join(" ".join(s) for s in corpus))
+    assert w2v.main(["train", "--corpus", str(text), "--out", str(tmp_path / "v.txt"), "--min-count", "1", "--dim",
+                     "4", "--epochs", "1"]) == 0
+    assert f"design {w2v.SMALL_VOCAB_DESIGNS[True]} " in capsys.readouterr().err
