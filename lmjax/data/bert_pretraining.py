@@ -216,9 +216,7 @@ def dynamic_mask(input_ids: np.ndarray, input_mask: np.ndarray, cfg: Pretraining
     keys = np.where(candidate, rng.random(ids.shape), np.inf)
     order = np.argsort(keys, axis=1)[:, :P]                          # a uniform random order of the candidates
     take = np.arange(P) < k[:, None]
-    positions = np.where(take, order, 0)
-    positions = np.sort(np.where(take, positions, ids.shape[1]), axis=1)  # ascending, unused slots last
-    take = positions < ids.shape[1]
+    positions = np.sort(np.where(take, order, ids.shape[1]), axis=1)  # ascending, unused slots last
     positions = np.where(take, positions, 0)
     rows = np.arange(B)[:, None]
     labels = np.where(take, ids[rows, positions], 0)

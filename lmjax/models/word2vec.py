@@ -400,13 +400,9 @@ def _negative_sampling(C, h, targets, mask, lr, negs, cfg: Word2VecConfig):
     loss = -jnp.sum(mask * jax.nn.log_sigmoid(pos))
     dh = jnp.einsum("bt,btd->bd", g, out)
     if cfg.shared_negatives:
-        neg_vecs = C[negs]                                            # (N, d)
-        scores = h @ neg_vecs.T                                       # (B, N): the one matmul
         hits = jnp.einsum("bt,btn->bn", mask, (targets[..., None] != negs).astype(h.dtype))
-        w = (cfg.negative / cfg.shared_negatives) * hits
-        gn = -lr * w * jax.nn.sigmoid(scores)
-        dh += gn @ neg_vecs
-        d_neg = gn.T @ h
+        dh_neg, d_neg, loss_neg = _shared_negatives(C, h, hits, lr, negs, cfg)
+        dh, loss = dh + dh_neg, loss + loss_neg
     else:
         neg_vecs = C[negs]                                            # (B, T, K, d)
         scores = jnp.einsum("bd,btkd->btk", h, neg_vecs)
@@ -414,7 +410,7 @@ def _negative_sampling(C, h, targets, mask, lr, negs, cfg: Word2VecConfig):
         gn = -lr * w * jax.nn.sigmoid(scores)
         dh += jnp.einsum("btk,btkd->bd", gn, neg_vecs)
         d_neg = (gn[..., None] * h[:, None, None]).reshape(-1, h.shape[1])
-    loss -= jnp.sum(w * jax.nn.log_sigmoid(-scores))
+        loss -= jnp.sum(w * jax.nn.log_sigmoid(-scores))
     rows = jnp.concatenate([targets.reshape(-1), negs.reshape(-1)])
     updates = jnp.concatenate([(g[..., None] * h[:, None]).reshape(-1, h.shape[1]), d_neg])
     C = C.at[rows].add(updates, mode=_IN_BOUNDS)
@@ -438,15 +434,22 @@ def _negative_sampling_runs(C, h, tokens, valid, lr, negs, cfg: Word2VecConfig):
     dh = jnp.einsum("gij,gjd->gid", g, X)
     dX = jnp.einsum("gij,gid->gjd", g, h)
     flat = h.reshape(-1, h.shape[-1])
-    neg_vecs = C[negs]                                                # (N, d)
-    scores = flat @ neg_vecs.T                                        # (G L, N)
-    hits = jnp.einsum("gij,gjn->gin", M, (tokens[..., None] != negs).astype(h.dtype)).reshape(scores.shape)
-    gn = -lr * (cfg.negative / cfg.shared_negatives) * hits * jax.nn.sigmoid(scores)
-    loss -= jnp.sum((cfg.negative / cfg.shared_negatives) * hits * jax.nn.log_sigmoid(-scores))
-    dh += (gn @ neg_vecs).reshape(h.shape)
+    hits = jnp.einsum("gij,gjn->gin", M, (tokens[..., None] != negs).astype(h.dtype)).reshape(len(flat), -1)
+    dh_neg, d_neg, loss_neg = _shared_negatives(C, flat, hits, lr, negs, cfg)
     rows = jnp.concatenate([tokens.reshape(-1), negs])
-    C = C.at[rows].add(jnp.concatenate([dX.reshape(-1, h.shape[-1]), gn.T @ flat]), mode=_IN_BOUNDS)
-    return C, dh, loss
+    C = C.at[rows].add(jnp.concatenate([dX.reshape(-1, h.shape[-1]), d_neg]), mode=_IN_BOUNDS)
+    return C, dh + dh_neg.reshape(h.shape), loss + loss_neg
+
+
+def _shared_negatives(C, h, hits, lr, negs, cfg: Word2VecConfig):
+    """The N shared negatives' part of a step for inputs h (B, d), hits (B, N) the number of a position's targets
+    each draw differs from: (dh (B, d), the negatives' row changes (N, d), their loss), with the weights
+    w = negative x hits / N and g = -lr w sigma(h . C[n_k])."""
+    neg_vecs = C[negs]                                                # (N, d)
+    scores = h @ neg_vecs.T                                           # (B, N): the one matmul
+    w = (cfg.negative / cfg.shared_negatives) * hits
+    gn = -lr * w * jax.nn.sigmoid(scores)
+    return gn @ neg_vecs, gn.T @ h, -jnp.sum(w * jax.nn.log_sigmoid(-scores))
 
 
 def _hierarchical_softmax(S, h, mask, centers, lr, tree):
