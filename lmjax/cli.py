@@ -363,6 +363,73 @@ def cmd_translate(args) -> int:
     return 0
 
 
+def _bert_run(cfg, task: str, command: str):
+    from lmjax.config import ConfigError
+
+    if cfg.family != "bert" or cfg.task not in task.split("|"):
+        raise ConfigError(f"preset {cfg.name!r} is a {cfg.family!r} {cfg.task!r} run: `lmjax {command}` takes a BERT "
+                          f"{' or '.join(task.split('|'))} preset (see `lmjax presets`)")
+
+
+def cmd_fill_mask(args) -> int:
+    from lmjax.config import ConfigError
+    from lmjax.models import bert
+
+    if args.top_k < 1:
+        raise ConfigError(f"--top-k={args.top_k} is invalid: it must be >= 1")
+    cfg = _config(args)
+    _bert_run(cfg, "pretrain", "fill-mask")
+    engine, state, step = _restore(cfg, need_data=False)
+    texts = _sentences(args)
+    if not texts:
+        raise ConfigError("no text to fill: pass it as arguments or one per line on standard input, with [MASK] "
+                          "where a word should be predicted")
+    for text in texts:
+        best = bert.fill_mask(engine.task.model, state.params, engine.data.tokenizer, text, top_k=args.top_k)
+        print(text)
+        for i, options in enumerate(best, 1):
+            print(f"  [MASK] {i}: " + "  ".join(f"{piece} {p:.3f}" for piece, p in options))
+    print(f"[checkpoint step {step} of {cfg.name}]", file=sys.stderr)
+    return 0
+
+
+def cmd_predict(args) -> int:
+    from lmjax.config import ConfigError
+    from lmjax.models import bert
+
+    cfg = _config(args)
+    _bert_run(cfg, "classify|tag", "predict")
+    best, why = _best_step(cfg)
+    engine, state, step = _restore(cfg, need_data=True, step=best)
+    lines = _sentences(args)
+    if not lines:
+        raise ConfigError("no sentences to label: pass them as arguments or one per line on standard input (a pair "
+                          "as two sentences separated by a tab)")
+    names = engine.data.info["labels"]
+    t0 = time.perf_counter()
+    if cfg.task == "tag":
+        sentences = [line.split() for line in lines]
+        for words, tags in zip(sentences, bert.tag(engine.task.model, state.params, engine.data.tokenizer,
+                                                   sentences)):
+            print(" ".join(f"{w}/{names[t] if t >= 0 else '?'}" for w, t in zip(words, tags)))
+    else:
+        pairs = None
+        if engine.data.info.get("pairs"):
+            split = [line.split("\t", 1) for line in lines]
+            if any(len(x) != 2 for x in split):
+                raise ConfigError(f"{cfg.data.dataset} takes sentence pairs: separate the two sentences of each "
+                                  "line by a tab")
+            lines, pairs = [a for a, _ in split], [b for _, b in split]
+        probs = bert.classify(engine.task.model, state.params, engine.data.tokenizer, lines, pairs)
+        for p in probs:
+            print(f"{names[int(p.argmax())]}\t{float(p.max()):.3f}")
+    dt = time.perf_counter() - t0
+    which = why if best is not None else "the latest"
+    print(f"[{len(lines)} sentences in {dt:.2f} s: {len(lines) / dt:,.1f} sentences/s; checkpoint step {step}, "
+          f"{which}]", file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="lmjax", description="Language models in JAX, from n-grams to BERT.")
     p.add_argument("--version", action="version", version=f"lmjax {version()}")
@@ -402,6 +469,14 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--beam", type=int, default=None, metavar="N",
                     help="beam size (default model.beam_size; 0 = greedy)")
     tr.set_defaults(fn=cmd_translate)
+    fm = with_preset("fill-mask", "a BERT pre-training run's top predictions for each [MASK] of the given text")
+    fm.add_argument("sentences", nargs="*", metavar="TEXT", help="text with [MASK] (default: lines of stdin)")
+    fm.add_argument("--top-k", type=int, default=5)
+    fm.set_defaults(fn=cmd_fill_mask)
+    pd = with_preset("predict", "label sentences (arguments, else stdin lines) with a fine-tuned BERT's best checkpoint")
+    pd.add_argument("sentences", nargs="*", metavar="SENTENCE",
+                    help="a sentence (tagging: words split at spaces; pairs: two sentences separated by a tab)")
+    pd.set_defaults(fn=cmd_predict)
     sub.add_parser("compile", help="compile a preset's train step ahead of time for a TPU topology (needs libtpu)")
     sub.add_parser("ngram", help="count-based n-gram LMs: build, score, ppl, next, fill, compare (see -h)")
     sub.add_parser("word2vec", help="word vectors, skip-gram or CBOW: train, neighbours, analogy, similarity, "

@@ -47,7 +47,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lmjax.config import ConfigError, check_ranges
+from lmjax.config import (ConfigError, DataConfig, OptimConfig, RunConfig, TrainConfig, check_ranges, register_preset,
+                          with_vocab_size)
+from lmjax.data.bert_tasks import bert_inputs, pretraining_data, sentence_pair_data, tagging_data
+from lmjax.ops.losses import token_cross_entropy
+from lmjax.scoring import chunk_f1
+from lmjax.train.task import Data, Task, register_task
 from lmjax.layers import (ACTIVATIONS, VOCAB_MULTIPLE, Dropout, LayerNorm, Linear, TransformerBlock, attend, embedding,
                           lookup, mask_padded_vocab, padded_size)
 
@@ -69,6 +74,12 @@ class BertConfig:
     activation: str = "gelu"  # of the MLP and the MLM transform: gelu (exact erf), gelu_tanh, relu
     init_std: float = 0.02  # std of every matrix and table at initialisation (HF: initializer_range)
     attention: str = "auto"  # `implementation` of ops.dot_product_attention
+    # pre-training data (task pretrain; lmjax.data.bert_tasks): create_pretraining_data.py's options
+    mlm_prob: float = 0.15  # masked_lm_prob
+    max_predictions: int = 20  # max_predictions_per_seq
+    dupe_factor: int = 0  # 0 = dynamic masking (fresh masks every batch); N = N statically masked copies
+    whole_word_mask: bool = False  # mask a word's pieces together (static masking only)
+    nsp: bool = True  # pre-train with next-sentence prediction besides the MLM
 
     def validate(self) -> None:
         """Ranges a run config is checked against when it is built; `check_config` checks the vocabulary size."""
@@ -89,6 +100,9 @@ class BertConfig:
             ("activation", self.activation in ACTIVATIONS, f"one of {', '.join(ACTIVATIONS)}"),
             ("init_std", self.init_std > 0, "> 0"),
             ("attention", self.attention in ("auto", "xla", "jax"), "one of auto, xla, jax"),
+            ("mlm_prob", 0 < self.mlm_prob < 1, "in (0, 1)"),
+            ("max_predictions", self.max_predictions >= 1, ">= 1"),
+            ("dupe_factor", self.dupe_factor >= 0, ">= 0 (0 = dynamic masking)"),
         ))
 
     @property
@@ -290,55 +304,340 @@ def count_params(params) -> int:
     return sum(int(p.size) for p in jax.tree_util.tree_leaves(nn.meta.unbox(params)))
 
 
-# ----------------------------------------------------------------------------------------------------------- inputs
+# ------------------------------------------------------------------------------------------------- engine contract
+
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
-def _truncate_pair(a: list[int], b: list[int], budget: int) -> tuple[list[int], list[int]]:
-    """HF's "longest_first" truncation (tokenizers' LongestFirst) of a and b to at most `budget` ids in all.
-
-    The shorter sequence keeps its n_s ids and the longer keeps budget - n_s, unless n_s exceeds half the budget:
-    then the shorter keeps budget // 2 and the longer the rest (A counts as the shorter on a tie). Ids are dropped
-    from the ends."""
-    la, lb = len(a), len(b)
-    if la + lb <= budget:
-        return a, b
-    short = min(la, lb)
-    keep_short = short if 2 * short <= budget else budget // 2
-    keep_long = budget - keep_short
-    la, lb = (keep_long, keep_short) if la > lb else (keep_short, keep_long)
-    return a[:la], b[:lb]
+def model_config(run_cfg: RunConfig, vocab_size: int) -> BertConfig:
+    """`run_cfg.model` with the tokenizer's vocabulary size, checked against data.seq_len."""
+    cfg: BertConfig = with_vocab_size(run_cfg.model, vocab_size)
+    check_config(cfg, run_cfg.data.seq_len)
+    if run_cfg.train.dtype not in DTYPES:
+        raise ConfigError(f"train.dtype={run_cfg.train.dtype!r} is unknown: choose one of {', '.join(DTYPES)}")
+    return cfg
 
 
-def bert_inputs(tokenizer, texts: Sequence[str], pairs: Sequence[str] | None = None, *,
-                max_len: int) -> dict[str, np.ndarray]:
-    """BERT's inputs for a batch: [CLS] A [SEP] (B [SEP]), truncated longest-first to `max_len` and right-padded.
+def _rngs(rng):
+    return {"dropout": rng} if rng is not None else {}
 
-    Returns "tokens" int32 [N, max_len] (padding: the tokenizer's [PAD] id), "segments" int32 (0 for [CLS] A [SEP],
-    1 for B [SEP], 0 on padding) and "mask" bool (True at real tokens): HF's tokenizer(texts, pairs,
-    truncation=True, padding="max_length", max_length=max_len) as input_ids, token_type_ids and attention_mask.
-    `tokenizer` is a `WordPieceTokenizer` (it needs cls_id, sep_id and pad_id).
-    """
-    cls_id, sep_id, pad_id = (getattr(tokenizer, name, None) for name in ("cls_id", "sep_id", "pad_id"))
-    if None in (cls_id, sep_id, pad_id):
-        raise ValueError("bert_inputs needs a tokenizer with [CLS], [SEP] and [PAD] tokens: use a WordPieceTokenizer "
-                         "trained by lmjax or read from BERT's vocab.txt")
-    if pairs is not None and len(pairs) != len(texts):
-        raise ValueError(f"bert_inputs got {len(texts)} texts and {len(pairs)} pairs: give one pair per text")
-    specials = 2 if pairs is None else 3
-    if max_len < specials:
-        raise ValueError(f"max_len={max_len} leaves no room for the {specials} special tokens: use max_len > "
-                         f"{specials}")
-    n = len(texts)
-    tokens = np.full((n, max_len), pad_id, np.int32)
-    segments = np.zeros((n, max_len), np.int32)
-    mask = np.zeros((n, max_len), bool)
-    for i, text in enumerate(texts):
-        a = list(tokenizer.encode(text))
-        b = [] if pairs is None else list(tokenizer.encode(pairs[i]))
-        a, b = _truncate_pair(a, b, max_len - specials)
-        first = [cls_id, *a, sep_id]
-        row = first + ([] if pairs is None else [*b, sep_id])
-        tokens[i, : len(row)] = row
-        segments[i, len(first): len(row)] = 1
-        mask[i, : len(row)] = True
-    return {"tokens": tokens, "segments": segments, "mask": mask}
+
+def _matmul_flops(cfg: BertConfig, seq_len: int) -> float:
+    """Training FLOPs per input position of the encoder: 6 per matmul weight (lookups excluded) plus attention's
+    12 L C T (scores and values, forward and backward)."""
+    per_layer = 4 * cfg.hidden * cfg.hidden + 2 * cfg.hidden * cfg.intermediate
+    return 6.0 * cfg.layers * per_layer + 12.0 * cfg.layers * cfg.hidden * seq_len
+
+
+@register_task("bert", "pretrain", data=pretraining_data,
+               description="masked LM (15%, 80/10/10) + next-sentence prediction on documents (BERT pre-training)")
+def make_pretraining_task(run_cfg: RunConfig, data: Data) -> Task:
+    """BERT's pre-training loss, L = mean MLM cross entropy over the predicted positions + mean NSP cross entropy
+    over the rows (the reference's total_loss). The engine's (sum, count) contract with count = rows: loss_sum =
+    L x rows. aux sums (means per row in the engine's reports): mlm_loss, mlm_accuracy (over predictions), nsp_loss
+    and nsp_accuracy (over rows), each scaled as loss_sum is; with model.nsp False, the MLM alone."""
+    cfg = model_config(run_cfg, data.vocab_size)
+    model = BertForPreTraining(cfg, nsp=cfg.nsp, dtype=DTYPES[run_cfg.train.dtype])
+    B, T, P = run_cfg.data.batch_size, run_cfg.data.seq_len, cfg.max_predictions
+    i32 = jnp.int32
+    example = {**{k: jax.ShapeDtypeStruct((B, T), i32) for k in ("tokens", "segments", "mask")},
+               **{k: jax.ShapeDtypeStruct((B, P), i32) for k in ("masked_positions", "masked_ids")},
+               "masked_weights": jax.ShapeDtypeStruct((B, P), jnp.float32),
+               **{k: jax.ShapeDtypeStruct((B,), i32) for k in ("nsp_labels", "real")}}
+
+    def init_fn(rng, batch):
+        return model.init(rng, batch["tokens"], batch["segments"], batch["mask"] > 0,
+                          masked_positions=batch["masked_positions"])
+
+    def loss_fn(params, batch, rng, train):
+        out = model.apply({"params": params}, batch["tokens"], batch["segments"], batch["mask"] > 0,
+                          masked_positions=batch["masked_positions"], train=train, rngs=_rngs(rng))
+        mlm_logits, nsp_logits = out if cfg.nsp else (out, None)
+        mlm_logits = mlm_logits[..., :cfg.vocab_size]
+        predicted = batch["masked_weights"] > 0
+        mlm_sum, mlm_n = token_cross_entropy(mlm_logits, batch["masked_ids"], predicted)
+        real = batch["real"] > 0
+        rows = jnp.sum(real).astype(jnp.float32)
+        per_row = rows / jnp.maximum(mlm_n, 1.0)  # a mean over predictions, reported per row
+        mlm_hit = jnp.sum((jnp.argmax(mlm_logits, -1) == batch["masked_ids"]) & predicted)
+        aux = {"mlm_loss": mlm_sum * per_row, "mlm_accuracy": mlm_hit * per_row}
+        loss = aux["mlm_loss"]
+        if cfg.nsp:
+            nsp_sum, _ = token_cross_entropy(nsp_logits, batch["nsp_labels"], real)
+            aux["nsp_loss"] = nsp_sum
+            aux["nsp_accuracy"] = jnp.sum((jnp.argmax(nsp_logits, -1) == batch["nsp_labels"]) & real).astype(
+                jnp.float32)
+            loss = loss + nsp_sum
+        return loss, rows, aux
+
+    head = 6.0 * (cfg.hidden * cfg.hidden + cfg.padded_vocab_size * cfg.hidden) * P / T  # MLM head, at P of T
+    return Task(model=model, loss_fn=loss_fn, example_batch=example, init_fn=init_fn,
+                flops_per_token=_matmul_flops(cfg, T) + head, tokens_per_example=T)
+
+
+# Freezing (optim.freeze regexes over parameter paths) for the transfer regimes: the whole encoder but the pooler
+# (which the classifier reads and NSP pre-trained), or its embeddings and bottom half of the layers.
+def freeze_encoder() -> tuple[str, ...]:
+    return (r"^bert/(?!pooler/)",)
+
+
+def freeze_bottom(layers: int) -> tuple[str, ...]:
+    """The embeddings and the first `layers` blocks."""
+    return (r"^bert/(tok_embed|pos_embed|seg_embed|ln_embed)(/|$)",
+            *(rf"^bert/layers_{i}/" for i in range(layers)))
+
+
+@register_task("bert", "classify", data=sentence_pair_data,
+               description="sentence or sentence-pair classification on [CLS] (SST-2, RTE)")
+def make_classifier_task(run_cfg: RunConfig, data: Data) -> Task:
+    """Cross entropy of BertForSequenceClassification's logits; count = rows (a padding row, label -1, counts for
+    nothing); aux "accuracy"."""
+    cfg = model_config(run_cfg, data.vocab_size)
+    num = int(data.info.get("num_classes", 2))
+    model = BertForSequenceClassification(cfg, num, dtype=DTYPES[run_cfg.train.dtype])
+    B, T = run_cfg.data.batch_size, run_cfg.data.seq_len
+    example = {**{k: jax.ShapeDtypeStruct((B, T), jnp.int32) for k in ("tokens", "segments", "mask")},
+               "labels": jax.ShapeDtypeStruct((B,), jnp.int32)}
+
+    def init_fn(rng, batch):
+        return model.init(rng, batch["tokens"], batch["segments"], batch["mask"] > 0)
+
+    def loss_fn(params, batch, rng, train):
+        logits = model.apply({"params": params}, batch["tokens"], batch["segments"], batch["mask"] > 0, train=train,
+                             rngs=_rngs(rng))
+        labels = batch["labels"]
+        real = labels >= 0
+        labels = jnp.maximum(labels, 0)
+        loss, count = token_cross_entropy(logits, labels, real)
+        return loss, count, {"accuracy": jnp.sum((jnp.argmax(logits, -1) == labels) & real).astype(jnp.float32)}
+
+    return Task(model=model, loss_fn=loss_fn, example_batch=example, init_fn=init_fn,
+                flops_per_token=_matmul_flops(cfg, T), tokens_per_example=T)
+
+
+@register_task("bert", "tag", data=tagging_data,
+               description="token tagging on each word's first WordPiece (UD EWT UPOS, CoNLL-2000 chunks)")
+def make_tagging_task(run_cfg: RunConfig, data: Data) -> Task:
+    """Cross entropy of BertForTokenClassification's logits at each word's first piece; count = words; aux
+    "accuracy" (per word). For IOB chunk tags, evaluation adds conlleval's phrase precision, recall and f1."""
+    cfg = model_config(run_cfg, data.vocab_size)
+    model = BertForTokenClassification(cfg, int(data.info["num_classes"]), dtype=DTYPES[run_cfg.train.dtype])
+    B, T = run_cfg.data.batch_size, run_cfg.data.seq_len
+    example = {k: jax.ShapeDtypeStruct((B, T), jnp.int32) for k in ("tokens", "segments", "mask", "labels")}
+
+    def init_fn(rng, batch):
+        return model.init(rng, batch["tokens"], batch["segments"], batch["mask"] > 0)
+
+    def logits_of(params, batch, rng=None, train=False):
+        return model.apply({"params": params}, batch["tokens"], batch["segments"], batch["mask"] > 0, train=train,
+                           rngs=_rngs(rng))
+
+    def loss_fn(params, batch, rng, train):
+        logits = logits_of(params, batch, rng, train)
+        labels = batch["labels"]
+        words = labels >= 0
+        labels = jnp.maximum(labels, 0)
+        loss, count = token_cross_entropy(logits, labels, words)
+        return loss, count, {"accuracy": jnp.sum((jnp.argmax(logits, -1) == labels) & words).astype(jnp.float32)}
+
+    predict = jax.jit(lambda params, batch: jnp.argmax(logits_of(params, batch), -1))
+
+    def corpus_metrics(engine, params, split="validation"):
+        if data.info["scheme"] != "iob" or split not in data.info["gold"]:
+            return {}
+        names = data.info["labels"]
+        gold = data.info["gold"][split]
+        predicted: list[list[str]] = [[] for _ in gold]
+        with engine.activate():
+            for indices, batch in data.info["ordered"](split):
+                tags = np.asarray(predict(params, batch))
+                for row, i in enumerate(indices):
+                    predicted[i] = [names[t] for t in tags[row][batch["labels"][row] >= 0]]
+        # a word past the position table has no prediction: it counts as "O"
+        predicted = [p + ["O"] * (len(g) - len(p)) for p, g in zip(predicted, gold)]
+        scores = chunk_f1([[names[t] for t in g] for g in gold], predicted)
+        return {"precision": scores["precision"], "recall": scores["recall"], "f1": scores["f1"]}
+
+    return Task(model=model, loss_fn=loss_fn, example_batch=example, init_fn=init_fn,
+                flops_per_token=_matmul_flops(cfg, T), tokens_per_example=T, corpus_metrics=corpus_metrics)
+
+
+# ------------------------------------------------------------------------------------------------------- inference
+
+
+def fill_mask(model: BertForPreTraining, params, tokenizer, text: str, *, top_k: int = 5
+              ) -> list[list[tuple[str, float]]]:
+    """For each [MASK] in `text`, the top_k (piece, probability) of the MLM head, most likely first."""
+    inputs = bert_inputs(tokenizer, [text], max_len=model.config.max_position)
+    row = inputs["tokens"][0][inputs["mask"][0]]
+    where = np.flatnonzero(row == tokenizer.mask_id)
+    if where.size == 0:
+        raise ConfigError(f"{text!r} has no [MASK] token: write [MASK] where a word should be predicted")
+    n = len(row)
+    width = min(model.config.max_position, -(-n // 16) * 16)
+    tokens = np.full((1, width), tokenizer.pad_id, np.int32)
+    tokens[0, :n] = row
+    mask = np.zeros((1, width), bool)
+    mask[0, :n] = True
+    out = model.apply({"params": params}, jnp.asarray(tokens), None, jnp.asarray(mask),
+                      masked_positions=jnp.asarray(where[None], jnp.int32))
+    logits = (out[0] if model.nsp else out)[0, :, :model.config.vocab_size]
+    probs = np.asarray(jax.nn.softmax(logits.astype(jnp.float32), -1))
+    result = []
+    for p in probs:
+        best = np.argsort(-p)[:top_k]
+        result.append([(tokenizer.id_to_token(int(i)), float(p[i])) for i in best])
+    return result
+
+
+def _pad_rows(rows: list[np.ndarray], pad_id: int, max_len: int) -> tuple[np.ndarray, np.ndarray]:
+    width = min(max_len, max(16, 1 << (max(map(len, rows)) - 1).bit_length()))
+    tokens = np.full((len(rows), width), pad_id, np.int32)
+    mask = np.zeros((len(rows), width), bool)
+    for i, r in enumerate(rows):
+        tokens[i, :len(r)], mask[i, :len(r)] = r[:width], True
+    return tokens, mask
+
+
+def classify(model: BertForSequenceClassification, params, tokenizer, texts: Sequence[str],
+             pairs: Sequence[str] | None = None) -> np.ndarray:
+    """Class probabilities [N, num_labels] of texts (or text pairs), truncated to the position table."""
+    from lmjax.data.bert_tasks import encode_pairs
+
+    rows = encode_pairs(tokenizer, texts, pairs, model.config.max_position)
+    tokens, mask = _pad_rows([ids for ids, _ in rows], tokenizer.pad_id, model.config.max_position)
+    segments, _ = _pad_rows([segs for _, segs in rows], 0, model.config.max_position)
+    logits = model.apply({"params": params}, jnp.asarray(tokens), jnp.asarray(segments), jnp.asarray(mask))
+    return np.asarray(jax.nn.softmax(logits, -1))
+
+
+def tag(model: BertForTokenClassification, params, tokenizer, sentences: Sequence[Sequence[str]]
+        ) -> list[list[int]]:
+    """Each word's predicted label id (read at its first WordPiece) for sentences given as lists of words; words
+    past the position table get -1."""
+    from lmjax.data.bert_tasks import align_tags
+
+    aligned = [align_tags(tokenizer, words, [0] * len(words), model.config.max_position) for words in sentences]
+    tokens, mask = _pad_rows([ids for ids, _, _ in aligned], tokenizer.pad_id, model.config.max_position)
+    labels, _ = _pad_rows([y for _, y, _ in aligned], -1, model.config.max_position)
+    best = np.asarray(jnp.argmax(model.apply({"params": params}, jnp.asarray(tokens), None, jnp.asarray(mask)), -1))
+    out = []
+    for row, (words, (_, _, kept)) in enumerate(zip(sentences, aligned)):
+        firsts = best[row][labels[row] >= 0][:kept].tolist()
+        out.append(firsts + [-1] * (len(words) - kept))
+    return out
+
+
+# --------------------------------------------------------------------------------------------------------- presets
+
+PRETRAIN_DIR = "runs/bert_imdb_mini"
+
+
+def _pretrain(name: str, size: str, *, steps: int, batch: int, lr: float, warmup: int, seq_len: int = 128,
+              eval_every: int = 500, **model) -> RunConfig:
+    return RunConfig(
+        name=name, task="pretrain", model=bert_config(size, max_position=max(seq_len, 64), **model),
+        data=DataConfig(dataset="imdb", tokenizer="wordpiece", vocab_size=8192, seq_len=seq_len, batch_size=batch,
+                        eval_batch_size=64),
+        optim=OptimConfig(lr=lr, end_lr=0.0, schedule="linear", warmup_steps=warmup, weight_decay=0.01, b2=0.999,
+                          eps=1e-6, clip_norm=1.0),
+        train=TrainConfig(steps=steps, eval_every=eval_every, eval_batches=16, log_every=20,
+                          checkpoint_every=eval_every, keep_checkpoints=2, best_metric="", sample_tokens=0,
+                          steps_per_call=10),
+    )
+
+
+@register_preset("bert_imdb_mini", "BERT-Mini (4x256) pre-trained with MLM + NSP on the 50k IMDB reviews (11.6M words)")
+def bert_imdb_mini() -> RunConfig:
+    """BERT's recipe (AdamW, weight decay 0.01, warmup then linear decay, eps 1e-6) in a CPU budget: 6,000 steps
+    (49M positions, about 4.5 hours on 2 Zen 3 cores, so across sessions), sequences of 128, batch 64, dynamic
+    masking, a WordPiece vocabulary of 8,192 fitted on the training reviews; every 100th
+    review held out for the MLM/NSP evaluation. Resumable: run it again to continue."""
+    return _pretrain("bert_imdb_mini", "mini", steps=6000, batch=64, lr=5e-4, warmup=300, eval_every=250)
+
+
+@register_preset("bert_pretrain_smoke", "a 2x32 BERT pre-trained for 20 steps on 300 IMDB reviews: seconds-long")
+def bert_pretrain_smoke() -> RunConfig:
+    cfg = _pretrain("bert_pretrain_smoke", "smoke", steps=20, batch=8, lr=1e-3, warmup=2, seq_len=64, eval_every=10)
+    return _replace(cfg, data=dict(vocab_size=512, max_examples=300, eval_batch_size=8),
+                    train=dict(eval_batches=2, log_every=5, steps_per_call=1))
+
+
+def _replace(cfg: RunConfig, **sections: dict) -> RunConfig:
+    import dataclasses
+
+    return dataclasses.replace(cfg, **{k: dataclasses.replace(getattr(cfg, k), **v) for k, v in sections.items()})
+
+
+# Fine-tuning: (dataset, task, seq_len, batch, steps, best metric); BERT's recipe: AdamW, warmup over 10% of the
+# steps then linear decay to 0, weight decay 0.01, dropout 0.1.
+FINETUNE_TASKS = {
+    "sst2": ("sst2", "classify", 64, 32, 4000, "eval_accuracy"),
+    "rte": ("rte", "classify", 128, 16, 800, "eval_accuracy"),
+    "upos": ("ud_english_ewt", "tag", 128, 32, 2000, "eval_accuracy"),
+    "chunk": ("conll2000", "tag", 128, 32, 2000, "eval_f1"),
+}
+# Regimes: (learning rate, what is frozen, initialised from the pre-training run)
+REGIMES = {
+    "scratch": (1e-4, (), False),
+    "frozen": (1e-3, freeze_encoder(), True),
+    "partial": (1e-4, freeze_bottom(2), True),
+    "finetune": (1e-4, (), True),
+}
+
+
+def finetune_config(task: str, regime: str, *, pretrained: str = PRETRAIN_DIR, size: str = "mini") -> RunConfig:
+    """The preset bert_<task>_<regime>: `task` one of FINETUNE_TASKS, `regime` one of REGIMES; the tokenizer (and,
+    but for scratch, the encoder) from the pre-training run `pretrained`. Seeds: --set train.seed=K
+    --set data.seed=K."""
+    dataset, kind, seq_len, batch, steps, metric = FINETUNE_TASKS[task]
+    lr, freeze, init = REGIMES[regime]
+    return RunConfig(
+        name=f"bert_{task}_{regime}", task=kind, model=bert_config(size, max_position=512),
+        data=DataConfig(dataset=dataset, tokenizer="wordpiece", seq_len=seq_len, batch_size=batch,
+                        eval_batch_size=64, tokenizer_dir=f"{pretrained}/tokenizer"),
+        optim=OptimConfig(lr=lr, end_lr=0.0, schedule="linear", warmup_steps=steps // 10, weight_decay=0.01,
+                          b2=0.999, eps=1e-6, clip_norm=1.0, freeze=freeze),
+        train=TrainConfig(steps=steps, eval_every=steps // 4, eval_batches=0, log_every=50,
+                          checkpoint_every=steps // 4, keep_checkpoints=1, best_metric=metric, sample_tokens=0,
+                          steps_per_call=10, init_from=pretrained if init else "", init_target="bert" if init else "",
+                          init_source="bert" if init else ""),
+    )
+
+
+def _register_finetune_presets() -> None:
+    for task in FINETUNE_TASKS:
+        for regime in REGIMES:
+            what = {"scratch": "trained from scratch (same architecture and tokenizer)",
+                    "frozen": "a head on the frozen pre-trained encoder (its pooler trains)",
+                    "partial": "the embeddings and bottom 2 layers frozen, the rest fine-tuned",
+                    "finetune": "the whole pre-trained encoder fine-tuned"}[regime]
+            register_preset(f"bert_{task}_{regime}", f"BERT-Mini on {FINETUNE_TASKS[task][0]}: {what}")(
+                lambda t=task, r=regime: finetune_config(t, r))
+
+
+_register_finetune_presets()
+
+
+def _smoke_finetune(name: str, dataset: str, kind: str) -> RunConfig:
+    """A seconds-long fine-tuning run from bert_pretrain_smoke's run directory."""
+    return RunConfig(
+        name=name, task=kind, model=bert_config("smoke"),
+        data=DataConfig(dataset=dataset, tokenizer="wordpiece", seq_len=32, batch_size=8, eval_batch_size=16,
+                        max_examples=64, tokenizer_dir="runs/bert_pretrain_smoke/tokenizer"),
+        optim=OptimConfig(lr=1e-3, schedule="linear", warmup_steps=2),
+        train=TrainConfig(steps=10, eval_every=10, eval_batches=4, log_every=5, checkpoint_every=10,
+                          sample_tokens=0, best_metric="eval_accuracy", init_from="runs/bert_pretrain_smoke",
+                          init_source="bert", init_target="bert"),
+    )
+
+
+@register_preset("bert_classify_smoke", "bert_pretrain_smoke's encoder fine-tuned on 64 RTE pairs for 10 steps")
+def bert_classify_smoke() -> RunConfig:
+    return _smoke_finetune("bert_classify_smoke", "rte", "classify")
+
+
+@register_preset("bert_tag_smoke", "bert_pretrain_smoke's encoder fine-tuned on 64 CoNLL-2000 sentences, 10 steps")
+def bert_tag_smoke() -> RunConfig:
+    return _smoke_finetune("bert_tag_smoke", "conll2000", "tag")
+

@@ -72,19 +72,39 @@ def subtree(tree: dict, path: str, what: str) -> dict:
     return node
 
 
+def _only(tree: dict, paths: set[str], prefix: str = "") -> dict:
+    """The nested dict `tree` restricted to the leaves whose '/'-paths are in `paths`."""
+    out = {}
+    for key, value in tree.items():
+        path = f"{prefix}/{key}" if prefix else str(key)
+        if isinstance(value, dict):
+            kept = _only(value, paths, path)
+            if kept:
+                out[key] = kept
+        elif path in paths:
+            out[key] = value
+    return out
+
+
 def graft(params: dict, source: dict, target_path: str) -> dict:
-    """`params` with the subtree at `target_path` replaced by `source`, after checking paths and shapes match."""
+    """`params` with the subtree at `target_path` replaced by `source`, after checking that every parameter there
+    is in `source` with its shape; leaves only `source` has (a pooler a tagging head does not read) are dropped,
+    with a warning."""
     target = subtree(params, target_path, "train.init_target")
     want = {path_str(p): np.shape(x) for p, x in jax.tree_util.tree_leaves_with_path(target)}
     have = {path_str(p): np.shape(x) for p, x in jax.tree_util.tree_leaves_with_path(source)}
     problems = [f"{k} missing from the checkpoint" for k in sorted(want.keys() - have.keys())]
-    problems += [f"{k} only in the checkpoint" for k in sorted(have.keys() - want.keys())]
     problems += [f"{k}: checkpoint {have[k]} vs model {want[k]}" for k in sorted(want.keys() & have.keys())
                  if have[k] != want[k]]
     if problems:
         more = f"; and {len(problems) - 3} more" if len(problems) > 3 else ""
         raise ConfigError(f"train.init_from parameters do not fit train.init_target={target_path!r} "
                           f"({'; '.join(problems[:3])}{more}): use the pretrained run's model config and tokenizer")
+    unused = sorted(have.keys() - want.keys())
+    if unused:  # e.g. a pooler the new head does not read: as Hugging Face's "weights not used" warning
+        log.warning("train.init_from: %d checkpoint parameters are not used by the model (%s%s)", len(unused),
+                    ", ".join(unused[:4]), ", ..." if len(unused) > 4 else "")
+        source = _only(source, set(want))
     keys = [k for k in target_path.split("/") if k]
     if not keys:
         return jax.tree_util.tree_map(lambda t, s: np.asarray(s, t.dtype), target, source)
