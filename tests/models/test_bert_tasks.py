@@ -125,7 +125,7 @@ def test_classify_and_tag_count_real_rows_and_words():
     tokens = rng.integers(5, 40, (3, 16)).astype(np.int32)
     mask = np.ones((3, 16), np.int32)
     common = {"tokens": tokens, "segments": np.zeros((3, 16), np.int32), "mask": mask}
-    data = Data(tokenizer=None, vocab_size=40, train=None, info={"num_classes": 3, "scheme": "tags", "gold": {}})
+    data = Data(tokenizer=None, vocab_size=40, train=None, info={"num_classes": 3, "scheme": "tags", "gold": {}})  # no gold: no corpus metrics
     cls = bert.make_classifier_task(_smoke_cfg("classify", seq_len=16, batch_size=3), data)
     batch = {**common, "labels": np.array([2, 0, -1], np.int32)}
     params = cls.init(jax.random.key(0), batch)["params"]
@@ -177,7 +177,7 @@ def test_presets_regimes_and_freezing_patterns():
         for regime in bert.REGIMES:
             assert f"bert_{task}_{regime}" in names
     assert get_preset("bert_sst2_scratch").train.init_from == ""
-    assert get_preset("bert_chunk_finetune").train.best_metric == "eval_f1"
+    assert get_preset("bert_chunk_finetune").data.dataset == "conll2000"
     cfg = get_preset("bert_sst2_frozen")
     task = bert.make_classifier_task(cfg, Data(tokenizer=None, vocab_size=8192, train=None,
                                                info={"num_classes": 2}))
