@@ -10,13 +10,14 @@ Every run is a preset of the engine; the script only runs them and collects the 
 1. `lmjax train bert_imdb_mini` (runs/bert_imdb_mini): BERT-Mini (4 x 256) pre-trained with MLM + NSP on the 50,000
    IMDB reviews, resumed where it stopped. `--pretrain-steps N` runs at most N more steps in this invocation (the
    schedule stays the preset's, so the run continues where it left off next time); 0 fine-tunes the checkpoint as
-   it is. The MLM and NSP accuracy curves go to experiments/results/bert_imdb_pretrain.png.
+   it is. The MLM and NSP accuracy curves go to experiments/results/bert_pretrain.png.
 2. For each task, regime and seed (`--set train.seed=K --set data.seed=K`; RTE gets 5 seeds when 3 are given),
    `lmjax train bert_<task>_<regime>` in runs/bert_imdb/<task>_<regime>_s<K>, then the final model's score:
    SST-2 and RTE dev accuracy, UPOS test accuracy (per word), chunking test F1 (conlleval phrases). No checkpoint
    selection. A finished run is read back, not trained again.
-3. Writes experiments/results/bert_imdb.json: `<task>_<regime>_mean` and `_std` (sample std, ddof=1), every run,
-   the pre-training figures (words, steps, tokens seen, wall time, held-out MLM and NSP accuracy).
+3. Writes experiments/results/bert_pretrain.json (mlm_acc, nsp_acc on the held-out reviews, tokens_seen,
+   corpus_words, params, wall_s, whether the run finished) and experiments/results/bert_finetune.json
+   (`<task>_<regime>_mean` and `_std`, sample std with ddof=1, and every run).
 """
 
 from __future__ import annotations
@@ -83,8 +84,9 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--pretrain-steps", type=int, default=None,
                    help="at most this many more pre-training steps now (default: to the preset's end; 0: none)")
-    p.add_argument("--tasks", nargs="+", default=list(TASKS), choices=TASKS)
-    p.add_argument("--regimes", nargs="+", default=list(REGIMES), choices=REGIMES)
+    p.add_argument("--tasks", nargs="+", default=None, choices=TASKS, help="default: all (--quick: rte chunk)")
+    p.add_argument("--regimes", nargs="+", default=None, choices=REGIMES,
+                   help="default: all (--quick: frozen finetune)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--set", action="append", default=[], help="override for every fine-tuning preset (repeatable)")
     p.add_argument("--pretrain-set", action="append", default=[], help="override for bert_imdb_mini (repeatable)")
@@ -93,6 +95,8 @@ def main() -> None:
     p.add_argument("--quick", action="store_true", help="tiny sizes and step counts: a smoke check")
     p.add_argument("--out", type=pathlib.Path, default=None)
     args = p.parse_args()
+    args.tasks = args.tasks or (["rte", "chunk"] if args.quick else list(TASKS))
+    args.regimes = args.regimes or (["frozen", "finetune"] if args.quick else list(REGIMES))
     if not args.data_dir:
         sys.exit("error: the datasets are read from a local directory: pass --data-dir DIR or set LMJAX_DATA_DIR "
                  "(laid out like shared/data)")
@@ -118,22 +122,51 @@ def main() -> None:
     if args.pretrain_steps != 0:
         print(f"pre-training (or resuming) {relative(pre_dir)}", flush=True)
         pre = train(pre_cfg, stop_after=args.pretrain_steps)
-        info = pre.engine.data.info
-        corpus = {"words": info["words"], "documents": info["documents"], "train_instances": info["train_instances"],
-                  "eval_instances": info["eval_instances"]}
-        (pre_dir / "corpus.json").write_text(json.dumps(corpus, indent=1))
-    corpus = json.loads((pre_dir / "corpus.json").read_text())
+        data = pre.engine.data
+    else:
+        data = None
+    corpus_file = pre_dir / "corpus.json"
+    if not corpus_file.is_file():
+        if data is None:  # the corpus figures of a run trained by `lmjax train`: build its data once more
+            from lmjax.data import load_tokenizer
+            from lmjax.data.bert_tasks import pretraining_data
+
+            data = pretraining_data(pre_cfg, load_tokenizer(pre_dir / "tokenizer"))
+        info = data.info
+        corpus_file.write_text(json.dumps({k: info[k] for k in ("words", "documents", "train_documents",
+                                                                 "train_instances", "eval_instances", "fill")}))
+    corpus = json.loads(corpus_file.read_text())
     pre_step, encoder = load_params(pre_dir)
     metrics = pre_dir / "metrics.jsonl"
-    evals = [json.loads(x) for x in metrics.read_text().splitlines() if '"eval_mlm_accuracy"' in x]
+    lines = [json.loads(x) for x in metrics.read_text().splitlines() if x.strip()]
+    evals = [x for x in lines if "eval_mlm_accuracy" in x]
     last_eval = evals[-1] if evals else {}
-    plot = ROOT / "experiments/results" / ("bert_imdb_pretrain_quick.png" if args.quick else "bert_imdb_pretrain.png")
+    walls = [x["wall_s"] for x in lines if x.get("split") == "train" and "wall_s" in x]
+    plot = (args.out.with_suffix(".png") if args.quick and args.out else
+            ROOT / "experiments/results" / ("bert_imdb_pretrain_quick.png" if args.quick else "bert_pretrain.png"))
     plot_pretraining(metrics, plot)
     positions = pre_step * pre_cfg.data.batch_size * pre_cfg.data.seq_len
-    wall = json.loads((pre_dir / "summary.json").read_text()).get("wall_s", 0.0)
+    params = int(sum(np.size(x) for x in jax.tree_util.tree_leaves(encoder)))
+    pretrain = {
+        "preset": "bert_imdb_mini", "step": pre_step, "steps_planned": pre_cfg.train.steps,
+        "finished": pre_step >= pre_cfg.train.steps, "mlm_acc": last_eval.get("eval_mlm_accuracy"),
+        "nsp_acc": last_eval.get("eval_nsp_accuracy"), "mlm_loss": last_eval.get("eval_mlm_loss"),
+        "eval_step": last_eval.get("step"), "positions_seen": positions,
+        "tokens_seen": int(round(positions * corpus["fill"])), "corpus_words": corpus["words"],
+        "corpus_documents": corpus["documents"], "train_instances": corpus["train_instances"],
+        "eval_instances": corpus["eval_instances"], "params": params,
+        "wall_s": walls[-1] if walls else None,  # the run's time across resumes, as its log records it
+        "plot": relative(plot), "workdir": relative(pre_dir),
+    }
     print(f"pre-trained: step {pre_step} ({positions:,} positions), held-out MLM accuracy "
-          f"{last_eval.get('eval_mlm_accuracy', float('nan')):.4f}, NSP {last_eval.get('eval_nsp_accuracy', float('nan')):.4f}",
-          flush=True)
+          f"{pretrain['mlm_acc'] or float('nan'):.4f}, NSP {pretrain['nsp_acc'] or float('nan'):.4f}", flush=True)
+    if args.out:
+        pre_out = args.out.with_name(args.out.stem + "_pretrain.json")
+    else:
+        pre_out = runs.with_name(runs.name + "_pretrain.json") if args.quick else \
+            ROOT / "experiments/results/bert_pretrain.json"
+    write_results(pre_out, pretrain, command="python experiments/bert_imdb.py " + " ".join(sys.argv[1:]))
+    print(f"wrote {pre_out}")
 
     results = []
     for task in args.tasks:
@@ -181,12 +214,7 @@ def main() -> None:
     report |= {
         "scores": {t: f"{SCORES[t][1].removeprefix('eval_')} on {SCORES[t][0]}" for t in args.tasks},
         "std": "sample standard deviation over seeds (ddof=1)",
-        "pretrain_preset": "bert_imdb_mini", "pretrain_step": pre_step, "pretrain_steps_planned": pre_cfg.train.steps,
-        "pretrain_positions": positions, "pretrain_words": corpus["words"],
-        "pretrain_documents": corpus["documents"], "pretrain_instances": corpus["train_instances"],
-        "pretrain_eval_mlm_accuracy": last_eval.get("eval_mlm_accuracy"),
-        "pretrain_eval_nsp_accuracy": last_eval.get("eval_nsp_accuracy"),
-        "pretrain_wall_s_last_invocation": wall, "pretrain_plot": relative(plot),
+        "pretrain_step": pre_step, "pretrain_finished": pretrain["finished"], "pretrain_results": relative(pre_out),
         "runs": results, "wall_s": time.perf_counter() - t_start,
     }
     print(f"\n{'task':>5} {'regime':>8}  score (mean ± std, n)")
@@ -194,7 +222,7 @@ def main() -> None:
         for regime in args.regimes:
             print(f"{task:>5} {regime:>8}  {report[f'{task}_{regime}_mean']:.4f} ± {report[f'{task}_{regime}_std']:.4f}"
                   f" ({report[f'{task}_{regime}_n']})")
-    out = args.out or (runs.with_suffix(".json") if args.quick else ROOT / "experiments/results/bert_imdb.json")
+    out = args.out or (runs.with_suffix(".json") if args.quick else ROOT / "experiments/results/bert_finetune.json")
     write_results(out, report, command="python experiments/bert_imdb.py " + " ".join(sys.argv[1:]))
     print(f"wrote {out}")
 

@@ -28,6 +28,7 @@ QUICK = [s for s in SCRIPTS if "--quick" in (REPO / s).read_text(encoding="utf-8
 
 # What a quick run needs beyond the core install: "data" (the offline datasets), Python modules and peer programs.
 NEEDS: dict[str, set[str]] = {
+    "benchmarks/bert_vs_torch.py": {"torch", "transformers"},
     "benchmarks/gpt_vs_nanogpt.py": {"torch", "nanogpt"},
     "benchmarks/lstm_vs_torch.py": {"torch"},
     "benchmarks/matmul_peak.py": set(),
@@ -40,7 +41,7 @@ NEEDS: dict[str, set[str]] = {
     "experiments/ptb_lstm.py": set(),  # --quick trains on the embedded tiny_shakespeare
     "experiments/ptb_ngram.py": {"data", "kenlm", "lmplz"},
 }
-MODULES = {"torch": "pip install torch", "gensim": "pip install gensim", "kenlm": "pip install kenlm"}
+MODULES = {"torch": "pip install torch", "transformers": "pip install transformers", "gensim": "pip install gensim", "kenlm": "pip install kenlm"}
 
 
 def _nanogpt() -> str | None:
@@ -62,6 +63,8 @@ PEERS = {"nanogpt": _nanogpt, "lmplz": _lmplz}
 # Quick runs that take over ~10 s: seconds measured in one run of this file on 2 shared cores at load average 7-8.
 # Still run in CI.
 SLOW = {
+    "benchmarks/bert_vs_torch.py": 40,
+    "experiments/bert_imdb.py": 80,
     "benchmarks/gpt_vs_nanogpt.py": 91,
     "benchmarks/train_throughput.py": 25,
     "benchmarks/transformer_vs_torch.py": 77,

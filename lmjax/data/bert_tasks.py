@@ -208,6 +208,7 @@ def pretraining_data(cfg, tokenizer=None) -> Data:
 
     info = {"specials": specials, "words": words, "documents": len(docs), "train_documents": len(train_docs),
             "train_instances": len(arrays["input_ids"]), "eval_instances": len(eval_arrays["input_ids"]),
+            "fill": float(arrays["input_mask"].mean()),  # real tokens per position of the training instances
             "pretraining": pcfg}
     return Data(tokenizer=tokenizer, vocab_size=tokenizer.vocab_size, train=train, eval=evaluate, info=info)
 

@@ -85,9 +85,11 @@ def _train(cfg: RunConfig, engine: Engine | None, stop_after: int | None, stop: 
 
     step = 0
     state = None
+    prior_wall = 0.0
     if cfg.train.resume and (ckpt.latest_step() is not None or ckpt.set_aside):  # none readable: restore says so
         step, state, extra = ckpt.restore(engine.abstract_state())
         data_iter.restore(extra["data"])
+        prior_wall = float(extra.get("wall_s", 0.0))  # the run's earlier invocations (0 for checkpoints before it)
     if state is None:
         state = engine.init_state()
     stop.defer()  # a signal from here waits for the files below and the first compiled call
@@ -142,6 +144,7 @@ def _train(cfg: RunConfig, engine: Engine | None, stop_after: int | None, stop: 
             if not np.isfinite(last_metrics["loss"]):
                 raise FloatingPointError(f"loss became {last_metrics['loss']} at step {step}: lower optim.lr or "
                                          "check the data")
+            last_metrics["wall_s"] = prior_wall + now - start_wall  # across resumes: the run's time so far
             log.log(step, last_metrics)
             window_t, window_tokens = time.perf_counter(), 0
         evaluated = {}
@@ -155,7 +158,8 @@ def _train(cfg: RunConfig, engine: Engine | None, stop_after: int | None, stop: 
                                       f"metrics ({', '.join(evaluated)}): pick one of them, or '' for none")
             window_t = time.perf_counter()  # eval time is not training time
         if (cfg.train.checkpoint_every and step % cfg.train.checkpoint_every == 0) or step == limit or stop.requested:
-            ckpt.save(step, state, extra={"data": data_iter.state(), "config": to_dict(cfg)},
+            ckpt.save(step, state, extra={"data": data_iter.state(), "config": to_dict(cfg),
+                                          "wall_s": prior_wall + time.perf_counter() - start_wall},
                       metrics=evaluated or None, force=True)
         if stop.requested:  # keep every completed step: the save above commits before the run stops
             ckpt.close()
