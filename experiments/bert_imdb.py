@@ -88,6 +88,8 @@ def main() -> None:
     p.add_argument("--regimes", nargs="+", default=None, choices=REGIMES,
                    help="default: all (--quick: frozen finetune)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--task-steps", nargs="+", default=[], metavar="TASK=N",
+                   help="fine-tuning steps of a task instead of its preset's (warmup: 10%% of them)")
     p.add_argument("--set", action="append", default=[], help="override for every fine-tuning preset (repeatable)")
     p.add_argument("--pretrain-set", action="append", default=[], help="override for bert_imdb_mini (repeatable)")
     p.add_argument("--data-dir", default=os.environ.get("LMJAX_DATA_DIR", ""),
@@ -95,6 +97,12 @@ def main() -> None:
     p.add_argument("--quick", action="store_true", help="tiny sizes and step counts: a smoke check")
     p.add_argument("--out", type=pathlib.Path, default=None)
     args = p.parse_args()
+    task_steps = {}
+    for item in args.task_steps:
+        name, _, n = item.partition("=")
+        if name not in TASKS or not n.isdigit() or int(n) < 1:
+            sys.exit(f"error: --task-steps {item!r}: write TASK=N with TASK one of {', '.join(TASKS)} and N >= 1")
+        task_steps[name] = int(n)
     args.tasks = args.tasks or (["rte", "chunk"] if args.quick else list(TASKS))
     args.regimes = args.regimes or (["frozen", "finetune"] if args.quick else list(REGIMES))
     if not args.data_dir:
@@ -180,6 +188,10 @@ def main() -> None:
                 overrides = [*common, f"train.workdir={workdir}", "train.tensorboard=false", f"train.seed={seed}",
                              f"data.seed={seed}", f"data.tokenizer_dir={pre_dir / 'tokenizer'}",
                              *(QUICK_FINETUNE if args.quick else []), *args.set]
+                if task in task_steps:
+                    n = task_steps[task]
+                    overrides += [f"train.steps={n}", f"optim.warmup_steps={n // 10}", f"train.eval_every={n}",
+                                  f"train.checkpoint_every={n}"]
                 if get_preset(preset).train.init_from:
                     overrides.append(f"train.init_from={pre_dir}")
                 cfg = get_preset(preset, overrides)
@@ -188,6 +200,7 @@ def main() -> None:
                 params = result.state.params
                 score = result.engine.evaluate(params, split=split, max_batches=None)
                 run = {"task": task, "regime": regime, "seed": seed, "score": score[metric], "split": split,
+                       "steps": cfg.train.steps,
                        "metric": metric, "train_loss_last": result.train_loss,
                        "wall_s": time.perf_counter() - t0, "pretrain_step": pre_step if cfg.train.init_from else 0,
                        "command": f"lmjax train {preset} --set train.seed={seed} --set data.seed={seed}"}
