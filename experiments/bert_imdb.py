@@ -92,6 +92,9 @@ def main() -> None:
                    help="fine-tuning steps of a task instead of its preset's (warmup: 10%% of them)")
     p.add_argument("--set", action="append", default=[], help="override for every fine-tuning preset (repeatable)")
     p.add_argument("--pretrain-set", action="append", default=[], help="override for bert_imdb_mini (repeatable)")
+    p.add_argument("--pretrained", type=pathlib.Path, default=None, metavar="DIR",
+                   help="fine-tune from this pre-trained directory (a run, or one `lmjax export` wrote, such as "
+                        "experiments/pretrained/bert_imdb_mini) instead of pre-training: implies --pretrain-steps 0")
     p.add_argument("--data-dir", default=os.environ.get("LMJAX_DATA_DIR", ""),
                    help="raw datasets laid out like shared/data (default $LMJAX_DATA_DIR)")
     p.add_argument("--quick", action="store_true", help="tiny sizes and step counts: a smoke check")
@@ -122,6 +125,11 @@ def main() -> None:
 
     runs = ROOT / "runs" / ("bert_imdb_quick" if args.quick else "bert_imdb")
     pre_dir = ROOT / "runs" / ("bert_imdb_mini_quick" if args.quick else "bert_imdb_mini")
+    if args.pretrained:
+        pre_dir, args.pretrain_steps = args.pretrained.resolve(), 0
+        if not (pre_dir / "checkpoints").is_dir():
+            sys.exit(f"error: --pretrained {args.pretrained}: no checkpoints/ there (a run directory, or one "
+                     "`lmjax export RUN OUT` wrote)")
     common = [f"data.data_dir={args.data_dir}", "train.progress=false"]
     t_start = time.perf_counter()
 

@@ -430,6 +430,15 @@ def cmd_predict(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    from lmjax.train.pretrained import export_params
+
+    step, out = export_params(args.run_dir, args.out_dir)
+    size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
+    print(f"exported step {step} of {args.run_dir} to {out} ({size / 2**20:.1f} MiB)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="lmjax", description="Language models in JAX, from n-grams to BERT.")
     p.add_argument("--version", action="version", version=f"lmjax {version()}")
@@ -477,6 +486,11 @@ def build_parser() -> argparse.ArgumentParser:
     pd.add_argument("sentences", nargs="*", metavar="SENTENCE",
                     help="a sentence (tagging: words split at spaces; pairs: two sentences separated by a tab)")
     pd.set_defaults(fn=cmd_predict)
+    ex = sub.add_parser("export", help="write a run's latest parameters (no optimizer state) and tokenizer as a "
+                                       "directory train.init_from reads")
+    ex.add_argument("run_dir", help="a run directory (with checkpoints/)")
+    ex.add_argument("out_dir", help="where to write it (replaced if it exists)")
+    ex.set_defaults(fn=cmd_export)
     sub.add_parser("compile", help="compile a preset's train step ahead of time for a TPU topology (needs libtpu)")
     sub.add_parser("ngram", help="count-based n-gram LMs: build, score, ppl, next, fill, compare (see -h)")
     sub.add_parser("word2vec", help="word vectors, skip-gram or CBOW: train, neighbours, analogy, similarity, "

@@ -115,3 +115,31 @@ def graft(params: dict, source: dict, target_path: str) -> dict:
         return {**node, rest[0]: put(node[rest[0]], rest[1:])}
 
     return put(params, keys)
+
+
+EXPORTED_FILES = ("config.json", "metrics.jsonl", "corpus.json")
+
+
+def export_params(run_dir: str | pathlib.Path, out_dir: str | pathlib.Path) -> tuple[int, pathlib.Path]:
+    """Write the parameters of `run_dir`'s latest checkpoint (no optimizer state: a third of the bytes of an Adam
+    checkpoint) as a run-shaped directory that `train.init_from` and `data.tokenizer_dir` read like the run itself:
+    out_dir/checkpoints/<step>/state ({"params": ...}), with the run's tokenizer/, config.json, metrics.jsonl and
+    corpus.json where it has them. Returns (step, out_dir)."""
+    import shutil
+
+    run_dir, out_dir = pathlib.Path(run_dir).expanduser(), pathlib.Path(out_dir).expanduser()
+    if out_dir.resolve() == run_dir.resolve():
+        raise ConfigError(f"export: the output directory {str(out_dir)!r} is the run directory itself: choose another")
+    step, params = load_params(run_dir)
+    target = out_dir / "checkpoints" / str(step) / "state"
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    target.parent.mkdir(parents=True)
+    with ocp.StandardCheckpointer() as checkpointer:
+        checkpointer.save(target.absolute(), {"params": params})
+    if (run_dir / "tokenizer").is_dir():
+        shutil.copytree(run_dir / "tokenizer", out_dir / "tokenizer")
+    for name in EXPORTED_FILES:
+        if (run_dir / name).is_file():
+            shutil.copy2(run_dir / name, out_dir / name)
+    return step, out_dir

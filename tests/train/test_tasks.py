@@ -96,6 +96,26 @@ def test_init_from_loads_a_subtree_of_another_runs_parameters(tmp_path):
         Engine(quiet(toy.toy_config(), tmp_path / "e", init_from=str(tmp_path / "nothing"))).init_state()
 
 
+def test_exported_parameters_initialise_a_run_as_the_run_itself(tmp_path):
+    """`lmjax export` keeps the parameters only (and the run's files), and init_from reads the export exactly."""
+    from lmjax.cli import main as cli
+    from lmjax.train.pretrained import export_params
+
+    source = train(quiet(toy.toy_config(), tmp_path / "a", steps=6, eval_every=0, checkpoint_every=6))
+    (tmp_path / "a" / "corpus.json").write_text("{}")
+    step, out = export_params(tmp_path / "a", tmp_path / "exported")
+    assert step == 6 and (out / "corpus.json").is_file() and (out / "config.json").is_file()
+    full = sum(f.stat().st_size for f in (tmp_path / "a" / "checkpoints").rglob("*") if f.is_file())
+    kept = sum(f.stat().st_size for f in (out / "checkpoints").rglob("*") if f.is_file())
+    assert kept < full  # no optimizer state
+    cfg = quiet(toy.toy_config(), tmp_path / "b", init_from=str(out), init_source="up", init_target="up")
+    jax.tree.map(np.testing.assert_array_equal, jax.device_get(Engine(cfg).init_state().params)["up"],
+                 jax.device_get(source.state.params)["up"])
+    assert cli(["export", str(tmp_path / "nothing"), str(tmp_path / "x")]) != 0  # one-line error, no traceback
+    with pytest.raises(ConfigError, match="is the run directory itself"):
+        export_params(tmp_path / "a", tmp_path / "a")
+
+
 def test_carried_state_run_resumes_bit_exactly(tmp_path):
     """tbptt_smoke stopped at step 10 and resumed gives every later loss of an uninterrupted run, bit for bit: the
     carry is in the checkpoint, the stream position too."""
