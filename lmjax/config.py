@@ -40,6 +40,8 @@ DEFAULT_RULES: tuple[tuple[str, Any], ...] = (
     ("segments", None),  # segment (token-type) embedding rows
     ("layers", None),
     ("classes", None),
+    ("chars", None),  # character-embedding rows (ELMo's token encoder)
+    ("filters", None),  # convolution filters and the highway width over them
 )
 
 
@@ -154,7 +156,7 @@ def with_vocab_size(model_cfg: Any, vocab_size: int) -> Any:
 _PRESETS: dict[str, tuple[Callable[[], RunConfig], str]] = {}
 # Modules that register presets when imported. Importing them lazily keeps `import lmjax.config` cheap.
 PRESET_MODULES: tuple[str, ...] = ("lmjax.models.gpt", "lmjax.models.rnn", "lmjax.models.nnlm", "lmjax.models.seq2seq",
-                                   "lmjax.models.transformer", "lmjax.models.bert")
+                                   "lmjax.models.transformer", "lmjax.models.bert", "lmjax.models.elmo")
 
 
 def register_preset(name: str, description: str):

@@ -11,9 +11,12 @@ compute `dtype`; LayerNorm, softmax and the residual stream stay fp32.
 - attention: `MultiHeadAttention` (self, causal, cross; padding masks; KV caches)
 - transformer: `MLP`, `TransformerBlock` (pre-LN or post-LN, optional cross-attention)
 - recurrent: `RecurrentLayer`, `StackedRecurrent`, `cell_params` (torch-layout LSTM / GRU / RNN parameters)
+- charcnn: `CharCNN` (a word's vector from its characters: convolutions, highways, projection)
+- mixing: `ScalarMix` (ELMo's learned mix of a pre-trained model's layers)
 """
 
 from lmjax.layers.attention import KVCache, MultiHeadAttention, cached_mask, init_kv_cache, write_rows
+from lmjax.layers.charcnn import CharCNN
 from lmjax.layers.dropout import Dropout
 from lmjax.layers.embeddings import (
     VOCAB_MULTIPLE,
@@ -26,12 +29,14 @@ from lmjax.layers.embeddings import (
     sinusoidal_positions,
 )
 from lmjax.layers.linear import Linear, param, uniform
+from lmjax.layers.mixing import ScalarMix
 from lmjax.layers.norm import LayerNorm
 from lmjax.layers.recurrent import RecurrentLayer, StackedRecurrent, cell_params, projected
 from lmjax.layers.transformer import ACTIVATIONS, MLP, TransformerBlock
 
 __all__ = [
     "ACTIVATIONS",
+    "CharCNN",
     "Dropout",
     "MLP",
     "VOCAB_MULTIPLE",
@@ -41,6 +46,7 @@ __all__ = [
     "Linear",
     "MultiHeadAttention",
     "RecurrentLayer",
+    "ScalarMix",
     "StackedRecurrent",
     "TransformerBlock",
     "attend",

@@ -4,6 +4,7 @@
     y_t = h_t;  bidirectional: y_t = [h_fwd_t ; h_bwd_t]
     projection (LSTM cells; torch's proj_size, the LSTMP of Sak et al. 2014 that ELMo uses):
         h_t = W_hr (o_t * tanh(c_t)), W_hr [P, H]; h_t (width P) is both the output and what recurs
+        with cell_clip / proj_clip (bilm-tf): c_t and h_t clipped to ±cell_clip, ±proj_clip
     stacked: x^1 = x,  x^{l+1} = D(y^l)  (+ x^l with residual, for l >= 1; ELMo)
 
 Parameters are those of `torch.nn.LSTM` / `GRU` / `RNN` per layer and direction, so weights copy over unchanged:
@@ -45,10 +46,19 @@ def cell_params(module: nn.Module, cell: str, input_size: int, hidden: int, *, p
     return {name: param(module, prefix + name, shape, axes, init) for name, (shape, axes) in shapes.items()}
 
 
-def projected(cell: Cell) -> Cell:
-    """`cell` (one with a cell state) whose new h is W_hr h: the recurrent projection of torch's proj_size."""
+def projected(cell: Cell, cell_clip: float = 0.0, proj_clip: float = 0.0) -> Cell:
+    """`cell` (one with a cell state) whose new h is W_hr h: the recurrent projection of torch's proj_size; with
+    clips (the "lstm" cell only), c and the projected h are clipped to ±cell_clip, ±proj_clip (bilm-tf's LSTMP)."""
     if not cell.has_cell_state:
         raise ValueError(f"a projection needs a cell with a cell state (the LSTM family), not {cell.name!r}")
+    if cell_clip or proj_clip:
+        if cell.name != "lstm":
+            raise ValueError(f"cell_clip and proj_clip are for the 'lstm' cell, not {cell.name!r}")
+
+        def clipped(params, carry, gx):
+            return recurrent.lstm_projected_step(params, carry, gx, cell_clip=cell_clip, proj_clip=proj_clip)
+
+        return Cell("lstm_projected_clipped", cell.num_gates, True, clipped)
 
     def step(params, carry, gx):
         (h, c), _ = cell.step(params, carry, gx)
@@ -71,6 +81,8 @@ class RecurrentLayer(nn.Module):
     bidirectional: bool = False
     reverse: bool = False
     proj: int = 0
+    cell_clip: float = 0.0  # with proj: clip c to ±cell_clip ("lstm" only; 0 = none)
+    proj_clip: float = 0.0  # with proj: clip the projected h to ±proj_clip
 
     def zero_state(self, batch: int) -> Carry:
         h = jnp.zeros((batch, self.proj or self.hidden), jnp.float32)
@@ -80,7 +92,9 @@ class RecurrentLayer(nn.Module):
     @nn.compact
     def __call__(self, xs: jax.Array, carry: Carry = None, *, lengths: jax.Array | None = None):
         cell = recurrent.get_cell(self.cell)
-        cell = projected(cell) if self.proj else cell
+        if (self.cell_clip or self.proj_clip) and not self.proj:
+            raise ValueError("cell_clip and proj_clip need a projection (proj > 0)")
+        cell = projected(cell, self.cell_clip, self.proj_clip) if self.proj else cell
         carry = self.zero_state(xs.shape[0]) if carry is None else carry
         kw = dict(init_scale=self.init_scale, proj=self.proj)
         if not self.bidirectional:
@@ -109,6 +123,8 @@ class StackedRecurrent(nn.Module):
     proj: int = 0
     dropout: float = 0.0
     residual: bool = False
+    cell_clip: float = 0.0
+    proj_clip: float = 0.0
 
     def zero_state(self, batch: int) -> tuple:
         layer = RecurrentLayer(self.cell, self.hidden, bidirectional=self.bidirectional, proj=self.proj, parent=None)
@@ -122,7 +138,7 @@ class StackedRecurrent(nn.Module):
         finals, outputs, x = [], [], xs
         for i in range(self.num_layers):
             layer = RecurrentLayer(self.cell, self.hidden, self.init_scale, self.bidirectional, self.reverse,
-                                   self.proj, name=f"layer_{i}")
+                                   self.proj, self.cell_clip, self.proj_clip, name=f"layer_{i}")
             final, y = layer(x, carry[i], lengths=lengths)
             if self.residual and i > 0:
                 y = y + (x if valid is None else jnp.where(valid, x, 0.0))

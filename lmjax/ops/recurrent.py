@@ -98,6 +98,23 @@ def _gru_step(params, h, gx):
     return h, h
 
 
+def lstm_projected_step(params, carry, gx, *, cell_clip: float = 0.0, proj_clip: float = 0.0):
+    """LSTMP (Sak et al. 2014; torch's proj_size; bilm-tf's LSTMCell with num_proj and clipping):
+
+    [i, f, g, o] = W_ih x + b_ih + W_hh h + b_hh;  c' = clip(σ(f) c + σ(i) tanh(g), ±cell_clip)
+    h' = clip(W_hr (σ(o) tanh(c')), ±proj_clip)             (a clip of 0 is none)
+    h [B, P] is both the output and what recurs; c [B, H]. Without clips this is torch.nn.LSTM(proj_size=P)."""
+    h, c = carry
+    i, f, g, o = jnp.split(gx + _recurrent(params, h), 4, axis=-1)
+    c = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
+    if cell_clip:
+        c = jnp.clip(c, -cell_clip, cell_clip)
+    h = (jax.nn.sigmoid(o) * jnp.tanh(c)) @ params["w_hr"].T
+    if proj_clip:
+        h = jnp.clip(h, -proj_clip, proj_clip)
+    return (h, c), h
+
+
 rnn_cell = Cell("rnn", 1, False, _rnn_step)
 lstm_cell = Cell("lstm", 4, True, _lstm_step)
 peephole_lstm_cell = Cell("peephole_lstm", 4, True, _peephole_lstm_step)
@@ -141,6 +158,11 @@ def _reverse_within_lengths(xs: jax.Array, lengths: jax.Array) -> jax.Array:
     t = jnp.arange(xs.shape[0])[:, None]
     src = jnp.where(t < lengths[None, :], lengths[None, :] - 1 - t, t)  # [T, B]
     return jnp.take_along_axis(xs, src.reshape(src.shape + (1,) * (xs.ndim - 2)), axis=0)
+
+
+def reverse_within_lengths(xs: jax.Array, lengths: jax.Array) -> jax.Array:
+    """Batch-major [B, T, ...]: row b's first lengths[b] steps reversed, the padding after them left in place."""
+    return jnp.swapaxes(_reverse_within_lengths(jnp.swapaxes(xs, 0, 1), jnp.asarray(lengths)), 0, 1)
 
 
 def _where_rows(ok: jax.Array, on: jax.Array, off: jax.Array) -> jax.Array:
