@@ -430,6 +430,38 @@ def cmd_predict(args) -> int:
     return 0
 
 
+def cmd_elmo_features(args) -> int:
+    import numpy as np
+
+    from lmjax.config import ConfigError
+    from lmjax.data.elmo_data import split_words
+    from lmjax.models import elmo
+
+    cfg = _config(args)
+    if cfg.family != "elmo":
+        raise ConfigError(f"preset {cfg.name!r} is a {cfg.family!r} run: `lmjax elmo-features` takes an ELMo preset "
+                          "(see `lmjax presets`)")
+    try:
+        lines = open(args.input, encoding="utf-8").read().splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"cannot read {args.input!r} as UTF-8 text: {e}") from None
+    sentences = [line.split() if args.tokenized else split_words(line) for line in lines]
+    if not any(sentences):
+        raise ConfigError(f"{args.input!r} holds no words: write one sentence per line")
+    engine, state, step = _restore(cfg, need_data=False)
+    t0 = time.perf_counter()
+    feats = elmo.embed(engine.task.model, state.params, engine.data.tokenizer, [s or ["."] for s in sentences],
+                       progress=sys.stderr.isatty())
+    feats = [f[:, :len(s)] for f, s in zip(feats, sentences)]
+    offsets = np.cumsum([0] + [len(s) for s in sentences])
+    np.savez(args.output, features=np.concatenate([f.transpose(1, 0, 2) for f in feats]).astype(np.float32),
+             offsets=offsets, words=np.array([" ".join(s) for s in sentences]))
+    took = time.perf_counter() - t0
+    print(f"wrote {args.output}: {offsets[-1]:,} words of {len(lines):,} lines x {feats[0].shape[0]} layers x "
+          f"{feats[0].shape[-1]} ({len(lines) / took:,.0f} sentences/s; checkpoint step {step} of {cfg.name})")
+    return 0
+
+
 def cmd_export(args) -> int:
     from lmjax.train.pretrained import export_params
 
@@ -486,6 +518,14 @@ def build_parser() -> argparse.ArgumentParser:
     pd.add_argument("sentences", nargs="*", metavar="SENTENCE",
                     help="a sentence (tagging: words split at spaces; pairs: two sentences separated by a tab)")
     pd.set_defaults(fn=cmd_predict)
+    ef = with_preset("elmo-features", "write an ELMo run's three feature layers for every line of a text file")
+    ef.add_argument("input", help="UTF-8 text, one sentence per line")
+    ef.add_argument("output", help="the .npz to write: features [words, layers, 2P] float32, offsets [lines + 1] "
+                                   "(line i is features[offsets[i]:offsets[i+1]]), words (one line of words per "
+                                   "line)")
+    ef.add_argument("--tokenized", action="store_true", help="words are separated by spaces already (default: "
+                                                             "split them as the pre-training corpus was)")
+    ef.set_defaults(fn=cmd_elmo_features)
     ex = sub.add_parser("export", help="write a run's latest parameters (no optimizer state) and tokenizer as a "
                                        "directory train.init_from reads")
     ex.add_argument("run_dir", help="a run directory (with checkpoints/)")

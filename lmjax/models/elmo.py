@@ -23,6 +23,7 @@ w_hh, b_ih, b_hh, w_hr}, bwd/..., softmax_kernel [V_pad, P], softmax_bias [V_pad
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import ClassVar, Sequence
 
@@ -228,11 +229,13 @@ def make_pretraining_task(run_cfg: RunConfig, data: Data) -> Task:
 # -------------------------------------------------------------------------------------------------------- features
 
 
-def sentence_inputs(cfg: ElmoConfig, tokenizer, sentences: Sequence[Sequence[str]]) -> tuple[np.ndarray, np.ndarray]:
+def sentence_inputs(cfg: ElmoConfig, tokenizer, sentences: Sequence[Sequence[str]], *, multiple: int = 1
+                    ) -> tuple[np.ndarray, np.ndarray]:
     """(inputs, lengths) for `BiLM.layers`: each sentence (a list of words) wrapped in `</s>` ... `</s>`, padded to
-    the longest: chars [B, T, C] (encoder char) or vocabulary ids [B, T] (encoder word); lengths [B]."""
+    the longest rounded up to `multiple`: chars [B, T, C] (encoder char) or vocabulary ids [B, T] (encoder word);
+    lengths [B]."""
     rows = [[BOUNDARY, *s, BOUNDARY] for s in sentences]
-    width = max(len(r) for r in rows)
+    width = -(-max(len(r) for r in rows) // multiple) * multiple
     lengths = np.array([len(r) for r in rows], np.int32)
     if cfg.encoder == "char":
         out = np.zeros((len(rows), width, cfg.max_chars), np.int32)
@@ -246,13 +249,33 @@ def sentence_inputs(cfg: ElmoConfig, tokenizer, sentences: Sequence[Sequence[str
     return out, lengths
 
 
-def embed(model: BiLM, params, tokenizer, sentences: Sequence[Sequence[str]]) -> list[np.ndarray]:
-    """ELMo's features of each sentence: float32 [L + 1, len(sentence), 2P] per sentence (the boundary words
-    dropped)."""
-    inputs, lengths = sentence_inputs(model.config, tokenizer, sentences)
-    out = np.asarray(jax.jit(lambda p, x, n: model.apply({"params": p}, x, n, method=BiLM.layers))(
-        params, inputs, lengths))
-    return [out[:, i, 1:len(s) + 1] for i, s in enumerate(sentences)]
+@functools.lru_cache(maxsize=8)
+def _layers_fn(model: BiLM):
+    return jax.jit(lambda p, x, n: model.apply({"params": p}, x, n, method=BiLM.layers))
+
+
+def embed(model: BiLM, params, tokenizer, sentences: Sequence[Sequence[str]], *, batch_size: int = 64,
+          progress: bool = False) -> list[np.ndarray]:
+    """ELMo's features of each sentence (a list of words): float32 [L + 1, len(sentence), 2P] per sentence, the
+    boundary words dropped. Sentences run in batches of similar length (widths rounded up to 8: few compilations)."""
+    from tqdm import tqdm
+
+    order = sorted(range(len(sentences)), key=lambda i: len(sentences[i]))
+    out: list[np.ndarray | None] = [None] * len(sentences)
+    fn = _layers_fn(model)
+    starts = range(0, len(order), batch_size)
+    for start in tqdm(starts, desc="ELMo features", unit="batch", disable=not progress):
+        chunk = order[start:start + batch_size]
+        rows = [sentences[i] for i in chunk]
+        inputs, lengths = sentence_inputs(model.config, tokenizer, rows, multiple=8)
+        pad = batch_size - len(rows) if len(order) > batch_size else 0  # one batch shape for the whole run
+        if pad:
+            inputs = np.concatenate([inputs, np.zeros((pad, *inputs.shape[1:]), inputs.dtype)])
+            lengths = np.concatenate([lengths, np.ones(pad, lengths.dtype)])
+        feats = np.asarray(fn(params, inputs, lengths))
+        for j, i in enumerate(chunk):
+            out[i] = feats[:, j, 1:len(sentences[i]) + 1]
+    return out  # type: ignore[return-value]
 
 
 # --------------------------------------------------------------------------------------------------------- presets

@@ -253,3 +253,17 @@ def test_pretraining_runs_through_the_engine_and_resumes_bit_exactly(tmp_path, s
     assert final["eval_loss"] == pytest.approx((final["eval_fwd_loss"] + final["eval_bwd_loss"]) / 2, rel=1e-5)
     info = whole.engine.data.info
     assert info["words"] > 10_000 and 0 < info["unk_rate"] < 0.5
+    # `lmjax elmo-features` writes the run's features of a text file, one row per word, as elmo.embed gives them.
+    from lmjax.cli import main as cli
+
+    text = tmp_path / "in.txt"
+    text.write_text("The film was a hit.\n\nHe sat by the bank of the river.\n", encoding="utf-8")
+    out = tmp_path / "feats.npz"
+    assert cli(["elmo-features", "elmo_smoke", str(text), str(out), "--set", f"train.workdir={tmp_path / 'whole'}",
+                "--set", f"data.data_dir={shared_data}"]) == 0
+    z = np.load(out)
+    assert z["offsets"].tolist() == [0, 6, 6, 15] and z["features"].shape == (15, 3, 32)
+    want = elmo.embed(whole.engine.task.model, whole.state.params, whole.engine.data.tokenizer,
+                      [split_words("He sat by the bank of the river.")])[0]
+    np.testing.assert_allclose(z["features"][6:].transpose(1, 0, 2), want, atol=1e-5)
+    assert cli(["elmo-features", "rnn_smoke", str(text), str(out)]) != 0  # not an ELMo preset: a one-line error
