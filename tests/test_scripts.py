@@ -65,6 +65,7 @@ PEERS = {"nanogpt": _nanogpt, "lmplz": _lmplz}
 SLOW = {
     "benchmarks/bert_vs_torch.py": 40,
     "experiments/bert_imdb.py": 80,
+    "experiments/elmo_imdb.py": 45,
     "benchmarks/gpt_vs_nanogpt.py": 91,
     "benchmarks/train_throughput.py": 25,
     "benchmarks/transformer_vs_torch.py": 77,
