@@ -156,7 +156,8 @@ def with_vocab_size(model_cfg: Any, vocab_size: int) -> Any:
 _PRESETS: dict[str, tuple[Callable[[], RunConfig], str]] = {}
 # Modules that register presets when imported. Importing them lazily keeps `import lmjax.config` cheap.
 PRESET_MODULES: tuple[str, ...] = ("lmjax.models.gpt", "lmjax.models.rnn", "lmjax.models.nnlm", "lmjax.models.seq2seq",
-                                   "lmjax.models.transformer", "lmjax.models.bert", "lmjax.models.elmo")
+                                   "lmjax.models.transformer", "lmjax.models.bert", "lmjax.models.elmo",
+                                   "lmjax.models.transfer")
 
 
 def register_preset(name: str, description: str):
