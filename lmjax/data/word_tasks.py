@@ -11,9 +11,10 @@ Vocabulary (`Data.tokenizer`, a WordTokenizer): the run's or its init_from run's
 words (`model.vectors`), else the training words of the task (`model.encoder=random`). A word's id is its own, else
 its lower-cased form's, else (word2vec's text8-cleaned vocabulary) its cleaned form's, else `<unk>`.
 
-Batches (int32 but none): words [B, W], chars [B, W, C] (model.max_chars > 0), lengths [B] (boundaries included),
+Batches (int32 but none): words [B, W], chars [B, W, C] (encoder elmo), lengths [B] (boundaries included),
 labels [B] or [B, W - 2] (the words' tags, -1 at padding); W = the longest row rounded up to 16, 32, 64, ...;
-training rows are cut at data.seq_len words (evaluation keeps whole sentences).
+training rows are cut at data.seq_len words (evaluation keeps whole sentences). Subword encoders (bert, gpt) get
+pieces and piece_mask [B, L] and first [B, W] (the piece each position reads) instead of words (`collate_pieces`).
 """
 
 from __future__ import annotations
@@ -139,6 +140,48 @@ def collate_words(examples, rows: int, tokenizer, max_chars: int, cap: int, tagg
     return batch
 
 
+SUBWORD_ENCODERS = ("bert", "gpt")
+MAX_PIECES = 128  # the pre-trained BERT's and GPT's positions here
+
+
+def collate_pieces(examples, rows: int, tokenizer, cap: int, tagging: bool, index: dict | None, *, last: bool,
+                   max_pieces: int = MAX_PIECES):
+    """The batch of `collate_words` for a subword model: pieces [B, L] ([CLS] or, for GPT (`last`), [SEP] first;
+    the words' pieces; [SEP]), piece_mask [B, L], and at [B, W] the piece that stands for each position of
+    </s> w_1..w_n </s>: the opening token, each word's first piece (its last with `last`: a causal model has read the
+    whole word there), the closing [SEP]. Pieces past max_pieces - 1 are cut; a cut word points at the closing
+    token (its prediction is then as good as that)."""
+    from .bert_tasks import _special_ids, word_pieces
+
+    cls_id, sep_id, pad_id = _special_ids(tokenizer)
+    seqs = [words[:cap] for words, _ in examples]
+    width = _width([len(s) + 2 for s in seqs], cap + 2)
+    encoded = []
+    for words in seqs:
+        ids, at = [sep_id if last else cls_id], [0]
+        for pieces in word_pieces(tokenizer, words) if words else []:
+            if len(ids) + len(pieces) > max_pieces - 1:
+                at.append(-1)
+                continue
+            at.append(len(ids) + (len(pieces) - 1 if last else 0))
+            ids.extend(int(x) for x in pieces)
+        ids.append(sep_id)
+        at.append(len(ids) - 1)
+        encoded.append((ids, [len(ids) - 1 if a < 0 else a for a in at]))
+    length = _width([len(ids) for ids, _ in encoded], max_pieces)
+    batch = {"pieces": np.full((rows, length), pad_id, np.int32), "piece_mask": np.zeros((rows, length), np.int32),
+             "first": np.zeros((rows, width), np.int32), "lengths": np.full(rows, 2, np.int32),
+             "labels": np.full((rows, width - 2) if tagging else (rows,), -1, np.int32)}
+    for r, ((ids, at), (words, label)) in enumerate(zip(encoded, examples)):
+        batch["pieces"][r, :len(ids)], batch["piece_mask"][r, :len(ids)] = ids, 1
+        batch["first"][r, :len(at)], batch["lengths"][r] = at, len(at)
+        if tagging:
+            batch["labels"][r, :len(at) - 2] = [index[t] for t in label[:len(at) - 2]]
+        else:
+            batch["labels"][r] = label
+    return batch
+
+
 def word_task_data(cfg, tokenizer=None) -> Data:
     """The downstream task of `cfg.data.dataset` as words (module docstring). `Data.info`: kind, labels,
     num_classes, scheme, gold tags per split (tagging), vectors (word2vec's table), ordered(split) batches."""
@@ -155,7 +198,7 @@ def word_task_data(cfg, tokenizer=None) -> Data:
             tokenizer = fit_task_vocabulary([w for w, _ in splits["train"]])
         else:
             raise DataError(f"model.encoder={m.encoder!r} reads the pre-trained run's vocabulary: set train.init_from "
-                            "to that run's directory")
+                            "to that run's directory (or data.tokenizer_dir to its tokenizer/)")
     elif m.encoder == "word2vec" and m.vectors:
         _, vectors = vectors_vocabulary(m.vectors)
     tagging = meta["kind"] == "tag"
@@ -165,12 +208,19 @@ def word_task_data(cfg, tokenizer=None) -> Data:
         from lmjax.config import get_preset
 
         max_chars = m.max_chars or get_preset(m.elmo_preset).model.max_chars
-    unk = tokenizer.unk_id
-    known = [np.mean(word_ids(tokenizer, w) != unk) for w, _ in splits["validation"][:2000] if w]
+    subword = m.encoder in SUBWORD_ENCODERS
+    if subword:
+        known = [1.0]
+    else:
+        unk = tokenizer.unk_id
+        known = [np.mean(word_ids(tokenizer, w) != unk) for w, _ in splits["validation"][:2000] if w]
     log.info("%s: %d training examples, %.1f%% of validation words in the vocabulary", d.dataset,
              len(splits["train"]), 100 * float(np.mean(known)))
 
     def make(rows, cap):
+        if subword:
+            return lambda chunk: collate_pieces(chunk, rows, tokenizer, cap, tagging, index, last=m.encoder == "gpt",
+                                                max_pieces=m.max_pieces)
         return lambda chunk: collate_words(chunk, rows, tokenizer, max_chars, cap, tagging, index)
 
     def train(process_index: int, process_count: int):

@@ -14,6 +14,10 @@ Encoders (`model.encoder`):
   `train.init_from` = the ELMo run, `init_target=encoder`), frozen; its three layers ([x; x], [h1], [h2], width
   2P) mixed by `lmjax.layers.ScalarMix` (bilm-tf's options: `mix_layer_norm`, `mix_l2` on the weights,
   `top_only`). The features are computed over `</s>` w_1..w_n `</s>`, as ELMo read its text.
+- bert, gpt: the pre-trained BERT encoder (its last layer at each word's first WordPiece, [CLS] and [SEP] for the
+  boundaries) or GPT trunk (LN_f(h_L) at each word's last piece: a causal model has read the word there), config
+  from `model.trunk_preset`, weights from `train.init_from`; frozen, or fine-tuned with the task
+  (`model.finetune`, its dropout then on, optim.freeze empty, a 10x lower learning rate).
 
 Loss: mean cross entropy (per word for tagging, per sentence for classification), plus mix_l2 * Σ w_j² for ELMo;
 aux accuracy; tagging evaluation adds conlleval's chunk precision, recall and F1 for IOB tags (corpus_metrics).
@@ -40,17 +44,21 @@ from lmjax.ops.mixing import scalar_mix_l2
 from lmjax.scoring import chunk_f1
 from lmjax.train.task import Data, Task, register_task
 
-ENCODERS = ("random", "word2vec", "elmo")
+ENCODERS = ("random", "word2vec", "elmo", "bert", "gpt")
+TRUNKS = {"elmo": "elmo_imdb", "bert": "bert_imdb_mini", "gpt": "gpt_imdb"}  # default pre-training presets
 
 
 @dataclass(frozen=True)
 class TransferConfig:
     family: ClassVar[str] = "transfer"
-    encoder: str = "random"  # random | word2vec | elmo
+    encoder: str = "random"  # random | word2vec | elmo | bert | gpt
     vocab_size: int = 0  # 0 = the vocabulary's (data); padded to a multiple of 128 in the table
     embed_dim: int = 300  # random: the table's width (word2vec: the file's; ELMo: 2P)
     vectors: str = ""  # word2vec: a word2vec-format file
     elmo_preset: str = "elmo_imdb"  # elmo: the pre-training preset, whose model config the encoder takes
+    trunk_preset: str = ""  # bert, gpt: the pre-training preset ("" = bert_imdb_mini, gpt_imdb)
+    finetune: bool = False  # the encoder trains with the task (its dropout on); else frozen features
+    max_pieces: int = 128  # bert, gpt: the longest input (their positions); later pieces are cut
     max_chars: int = 0  # elmo: character slots per word (0 = the ELMo preset's)
     hidden: int = 200  # BiLSTM units per direction
     layers: int = 1
@@ -84,6 +92,17 @@ def elmo_config(cfg: TransferConfig, vocab_size: int):
                                **({"max_chars": cfg.max_chars} if cfg.max_chars else {}))
 
 
+def trunk_config(cfg: TransferConfig, vocab_size: int):
+    """The BERT or GPT encoder's config: its pre-training preset's, with the tokenizer's vocabulary size."""
+    import dataclasses
+
+    name = cfg.trunk_preset or TRUNKS[cfg.encoder]
+    base = get_preset(name).model
+    if type(base).family != cfg.encoder:
+        raise ConfigError(f"model.trunk_preset={name!r} is a {type(base).family!r} preset, not a {cfg.encoder!r} one")
+    return dataclasses.replace(base, vocab_size=vocab_size)
+
+
 class TransferModel(nn.Module):
     """batch (words [B, W], chars [B, W, C], lengths [B]) -> logits [B, labels] or [B, W - 2, labels]."""
 
@@ -91,7 +110,7 @@ class TransferModel(nn.Module):
     num_labels: int
     tagging: bool
     vectors: np.ndarray | None = None  # word2vec's table, rows in vocabulary order
-    elmo: object = None  # the ELMo encoder's config
+    elmo: object = None  # the pre-trained encoder's config (ELMo's, BERT's or GPT's)
 
     def setup(self):
         cfg = self.config
@@ -100,6 +119,14 @@ class TransferModel(nn.Module):
 
             self.encoder = BiLM(self.elmo)
             self.mix = ScalarMix(self.elmo.layers + 1, layer_norm=cfg.mix_layer_norm, top_only=cfg.top_only)
+        elif cfg.encoder == "bert":
+            from lmjax.models.bert import Bert
+
+            self.encoder = Bert(self.elmo, add_pooler=False)
+        elif cfg.encoder == "gpt":
+            from lmjax.models.gpt import GPT
+
+            self.encoder = GPT(self.elmo)
         else:
             rows = cfg.vocab_size
             if self.vectors is not None:
@@ -115,9 +142,16 @@ class TransferModel(nn.Module):
         self.drop = Dropout(cfg.dropout)
         self.head = Linear((self.num_labels,), ("classes", "embed"), std=0.02)
 
-    def features(self, batch) -> jax.Array:
+    def features(self, batch, train: bool = False) -> jax.Array:
         """[B, W, D] per position (the boundary words included)."""
-        if self.config.encoder == "elmo":
+        encoder, tune = self.config.encoder, train and self.config.finetune
+        if encoder in ("bert", "gpt"):
+            if encoder == "bert":
+                hidden, _ = self.encoder(batch["pieces"], None, batch["piece_mask"] > 0, train=tune)
+            else:
+                hidden = self.encoder(batch["pieces"], train=tune, outputs="hidden")
+            return jnp.take_along_axis(hidden.astype(jnp.float32), batch["first"][..., None], axis=1)
+        if encoder == "elmo":
             inputs = batch["chars"] if self.elmo.encoder == "char" else batch["words"]
             layers = self.encoder.layers(inputs, batch["lengths"])
             mask = jnp.arange(inputs.shape[1]) < batch["lengths"][:, None]
@@ -125,7 +159,7 @@ class TransferModel(nn.Module):
         return self.encoder(batch["words"])
 
     def __call__(self, batch, *, train: bool = False) -> jax.Array:
-        f = self.features(batch)[:, 1:-1]  # the words: drop the opening boundary (and one padding column)
+        f = self.features(batch, train)[:, 1:-1]  # the words: drop the opening boundary (and one padding column)
         n = batch["lengths"] - 2
         _, h = self.lstm(self.drop(f, deterministic=not train), lengths=n, train=train)
         valid = (jnp.arange(h.shape[1]) < n[:, None])[..., None]
@@ -143,8 +177,9 @@ def model_from(run_cfg: RunConfig, data: Data) -> TransferModel:
     vectors = data.info.get("vectors") if cfg.encoder == "word2vec" else None
     if cfg.encoder == "word2vec" and vectors is None:
         raise ConfigError("model.encoder=word2vec needs model.vectors: a word2vec-format file")
-    elmo = elmo_config(cfg, data.vocab_size) if cfg.encoder == "elmo" else None
-    return TransferModel(cfg, int(data.info["num_classes"]), data.info["kind"] == "tag", vectors, elmo)
+    trunk = (elmo_config(cfg, data.vocab_size) if cfg.encoder == "elmo" else
+             trunk_config(cfg, data.vocab_size) if cfg.encoder in ("bert", "gpt") else None)
+    return TransferModel(cfg, int(data.info["num_classes"]), data.info["kind"] == "tag", vectors, trunk)
 
 
 def _task(run_cfg: RunConfig, data: Data) -> Task:
@@ -153,6 +188,9 @@ def _task(run_cfg: RunConfig, data: Data) -> Task:
     B, W = run_cfg.data.batch_size, 16
     example = {"words": jax.ShapeDtypeStruct((B, W), jnp.int32), "lengths": jax.ShapeDtypeStruct((B,), jnp.int32),
                "labels": jax.ShapeDtypeStruct((B, W - 2) if tagging else (B,), jnp.int32)}
+    if cfg.encoder in ("bert", "gpt"):
+        del example["words"]
+        example |= {k: jax.ShapeDtypeStruct((B, W), jnp.int32) for k in ("pieces", "piece_mask", "first")}
     if cfg.encoder == "elmo":
         example["chars"] = jax.ShapeDtypeStruct((B, W, model.elmo.max_chars), jnp.int32)
 
@@ -219,30 +257,37 @@ TASKS = {
     "upos": ("ud_english_ewt", "tag", 0, 2000, "eval_accuracy"),
     "chunk": ("conll2000", "tag", 0, 1500, "eval_f1"),
 }
-ELMO_DIR = "runs/elmo_imdb"
 VECTORS = "runs/word2vec_imdb/vectors.bin"
-# row -> (model overrides, frozen encoder, initialised from the ELMo run)
+# The pre-trained runs the rows start from (a run directory, or one `lmjax export` wrote): (directory, subtree)
+PRETRAINED = {"elmo": ("runs/elmo_imdb", ""), "bert": ("runs/bert_imdb_mini", "bert"), "gpt": ("runs/gpt_imdb", "")}
+# row -> (model overrides, frozen encoder, learning rate)
 ROWS = {
-    "random": (dict(encoder="random"), False, False),
-    "word2vec": (dict(encoder="word2vec", vectors=VECTORS), True, False),
-    "word2vec_ft": (dict(encoder="word2vec", vectors=VECTORS), False, False),
-    "elmo": (dict(encoder="elmo", mix_l2=0.001), True, True),
+    "random": (dict(encoder="random"), False, 1e-3),
+    "word2vec": (dict(encoder="word2vec", vectors=VECTORS), True, 1e-3),
+    "word2vec_ft": (dict(encoder="word2vec", vectors=VECTORS), False, 1e-3),
+    "elmo": (dict(encoder="elmo", mix_l2=0.001), True, 1e-3),
+    "gpt": (dict(encoder="gpt"), True, 1e-3),
+    "gpt_ft": (dict(encoder="gpt", finetune=True), False, 1e-4),
+    "bert": (dict(encoder="bert"), True, 1e-3),
+    "bert_ft": (dict(encoder="bert", finetune=True), False, 1e-4),
 }
 
 
-def transfer_config(task: str, row: str, *, elmo_dir: str = ELMO_DIR) -> RunConfig:
+def transfer_config(task: str, row: str) -> RunConfig:
     """The preset transfer_<task>_<row>."""
     dataset, kind, limit, steps, metric = TASKS[task]
-    model, frozen, init = ROWS[row]
+    model, frozen, lr = ROWS[row]
+    source = PRETRAINED.get(model["encoder"])
     return RunConfig(
         name=f"transfer_{task}_{row}", task=kind, model=TransferConfig(**model),
         data=DataConfig(dataset=dataset, tokenizer="word", seq_len=128, batch_size=32, eval_batch_size=64,
                         max_examples=limit),
-        optim=OptimConfig(lr=1e-3, end_lr=0.0, schedule="linear", warmup_steps=steps // 20, weight_decay=0.0,
+        optim=OptimConfig(lr=lr, end_lr=0.0, schedule="linear", warmup_steps=steps // 20, weight_decay=0.0,
                           clip_norm=5.0, freeze=(r"^encoder/",) if frozen else ()),
         train=TrainConfig(steps=steps, eval_every=steps // 4, eval_batches=0, log_every=50,
                           checkpoint_every=steps // 4, keep_checkpoints=1, best_metric="", sample_tokens=0,
-                          init_from=elmo_dir if init else "", init_target="encoder" if init else ""),
+                          init_from=source[0] if source else "", init_source=source[1] if source else "",
+                          init_target="encoder" if source else ""),
     )
 
 

@@ -104,3 +104,56 @@ def test_the_random_row_trains_on_rte_pairs(tmp_path, shared_data):
     result = train(quiet(get_preset("transfer_classify_smoke"), tmp_path / "rte", shared_data))
     assert result.step == 10 and 0 <= result.eval_metrics["eval_accuracy"] <= 1
     assert result.engine.data.info["pairs"] and result.engine.data.info["num_classes"] == 2
+
+
+@pytest.mark.parametrize("encoder", ["bert", "gpt"])
+def test_subword_rows_read_each_word_at_its_piece_and_keep_a_frozen_trunk(tmp_path, shared_data, encoder):
+    """BERT's features are its last layer at each word's first WordPiece, GPT's at its last; frozen rows leave the
+    trunk as loaded; `finetune` rows change it."""
+    from lmjax.data.word_tasks import collate_pieces
+    from lmjax.train.engine import Engine
+
+    pre = train(quiet(get_preset("bert_pretrain_smoke"), tmp_path / "bert", shared_data, eval_every=0))
+    tok = pre.engine.data.tokenizer
+    trunk = "bert_pretrain_smoke" if encoder == "bert" else "gpt_classify_smoke"
+    results = {}
+    for finetune in (False, True):
+        cfg = quiet(get_preset("transfer_tag_smoke"), tmp_path / f"{encoder}{finetune}", shared_data,
+                    init_from=str(tmp_path / "bert") if encoder == "bert" else "",
+                    init_source="bert" if encoder == "bert" else "", steps=4, eval_every=4, checkpoint_every=4)
+        cfg = dataclasses.replace(
+            cfg, model=transfer.TransferConfig(encoder=encoder, trunk_preset=trunk, finetune=finetune, hidden=8,
+                                               max_pieces=64),
+            data=dataclasses.replace(cfg.data, tokenizer_dir=str(tmp_path / "bert" / "tokenizer"), seq_len=24),
+            optim=dataclasses.replace(cfg.optim, freeze=() if finetune else (r"^encoder/",), lr=1e-2))
+        engine = Engine(cfg)
+        start = jax.device_get(engine.init_state().params)
+        words = ["Rockwell", "International", "said", "it", "signed", "a", "pact", "."]
+        batch = collate_pieces([(words, ["O"] * 8)], 1, tok, 24, True, {"O": 0}, last=encoder == "gpt",
+                               max_pieces=cfg.model.max_pieces)
+        model = engine.task.model
+        got = np.asarray(model.apply({"params": start}, batch, method=transfer.TransferModel.features))[0]
+        if encoder == "bert":
+            from lmjax.models.bert import Bert
+
+            hidden, _ = Bert(model.elmo, add_pooler=False).apply({"params": start["encoder"]}, batch["pieces"], None,
+                                                                 batch["piece_mask"] > 0)
+            jax.tree.map(np.testing.assert_array_equal, start["encoder"],
+                         {k: v for k, v in jax.device_get(pre.state.params)["bert"].items() if k != "pooler"})
+        else:
+            from lmjax.models.gpt import GPT
+
+            hidden = GPT(model.elmo).apply({"params": start["encoder"]}, batch["pieces"], outputs="hidden")
+        pieces = [tok.encode(w) for w in words]
+        offset, want = 1, [0]
+        for p in pieces:
+            want.append(offset + (len(p) - 1 if encoder == "gpt" else 0))
+            offset += len(p)
+        want.append(offset)
+        assert batch["first"][0, :10].tolist() == want and batch["lengths"][0] == 10
+        np.testing.assert_allclose(got[:10], np.asarray(hidden)[0, want], atol=1e-6)
+        result = train(cfg)
+        after = jax.device_get(result.state.params)["encoder"]
+        same = all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(after), jax.tree.leaves(start["encoder"])))
+        results[finetune] = same
+    assert results == {False: True, True: False}
