@@ -77,6 +77,7 @@ SLOW = {
     "experiments/multi30k_transformer.py": 59,
     "experiments/ptb_lstm.py": 19,
     "experiments/ptb_nnlm.py": 21,
+    "experiments/transfer.py": 90,
 }
 
 
