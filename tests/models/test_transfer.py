@@ -22,6 +22,14 @@ def quiet(cfg, workdir, data_dir, **kw):
         cfg.train, workdir=str(workdir), progress=False, tensorboard=False, plot=False, **kw))
 
 
+@pytest.fixture(scope="module")
+def pretrained(tmp_path_factory, shared_data):
+    """elmo_smoke and bert_pretrain_smoke runs, trained once for this module."""
+    root = tmp_path_factory.mktemp("pretrained")
+    return {name: train(quiet(get_preset(name), root / name, shared_data, eval_every=0))
+            for name in ("elmo_smoke", "bert_pretrain_smoke")}, root
+
+
 def test_word_lookup_falls_back_to_lower_case_then_text8_cleaning_and_batches_align_tags():
     tok = fit_task_vocabulary([["the", "film", "five", "Paris"]])
     ids = word_ids(tok, ["The", "film", "5", "Paris", "zzz", BOUNDARY])
@@ -71,11 +79,13 @@ def test_a_sentences_prediction_does_not_depend_on_the_rest_of_its_batch():
             np.testing.assert_allclose(b[1], a[0], atol=1e-6)
 
 
-def test_the_elmo_rows_features_are_the_scalar_mix_of_elmos_layers_and_stay_frozen(tmp_path, shared_data):
+def test_the_elmo_rows_features_are_the_scalar_mix_of_elmos_layers_and_stay_frozen(tmp_path, shared_data,
+                                                                                     pretrained):
     """transfer_tag_smoke from an elmo_smoke run: the encoder is that run's BiLM, its features at initialisation
     (w = 0, gamma = 1) are the mean of elmo.embed's three layers, and training leaves it unchanged."""
-    pre = train(quiet(get_preset("elmo_smoke"), tmp_path / "elmo", shared_data, eval_every=0))
-    cfg = quiet(get_preset("transfer_tag_smoke"), tmp_path / "tag", shared_data, init_from=str(tmp_path / "elmo"))
+    runs, root = pretrained
+    pre = runs["elmo_smoke"]
+    cfg = quiet(get_preset("transfer_tag_smoke"), tmp_path / "tag", shared_data, init_from=str(root / "elmo_smoke"))
     from lmjax.train.engine import Engine
 
     engine = Engine(cfg)
@@ -107,24 +117,26 @@ def test_the_random_row_trains_on_rte_pairs(tmp_path, shared_data):
 
 
 @pytest.mark.parametrize("encoder", ["bert", "gpt"])
-def test_subword_rows_read_each_word_at_its_piece_and_keep_a_frozen_trunk(tmp_path, shared_data, encoder):
+def test_subword_rows_read_each_word_at_its_piece_and_keep_a_frozen_trunk(tmp_path, shared_data, pretrained,
+                                                                           encoder):
     """BERT's features are its last layer at each word's first WordPiece, GPT's at its last; frozen rows leave the
     trunk as loaded; `finetune` rows change it."""
     from lmjax.data.word_tasks import collate_pieces
     from lmjax.train.engine import Engine
 
-    pre = train(quiet(get_preset("bert_pretrain_smoke"), tmp_path / "bert", shared_data, eval_every=0))
+    runs, root = pretrained
+    pre, bert_dir = runs["bert_pretrain_smoke"], root / "bert_pretrain_smoke"
     tok = pre.engine.data.tokenizer
     trunk = "bert_pretrain_smoke" if encoder == "bert" else "gpt_classify_smoke"
     results = {}
     for finetune in (False, True):
         cfg = quiet(get_preset("transfer_tag_smoke"), tmp_path / f"{encoder}{finetune}", shared_data,
-                    init_from=str(tmp_path / "bert") if encoder == "bert" else "",
+                    init_from=str(bert_dir) if encoder == "bert" else "",
                     init_source="bert" if encoder == "bert" else "", steps=4, eval_every=4, checkpoint_every=4)
         cfg = dataclasses.replace(
             cfg, model=transfer.TransferConfig(encoder=encoder, trunk_preset=trunk, finetune=finetune, hidden=8,
                                                max_pieces=64),
-            data=dataclasses.replace(cfg.data, tokenizer_dir=str(tmp_path / "bert" / "tokenizer"), seq_len=24),
+            data=dataclasses.replace(cfg.data, tokenizer_dir=str(bert_dir / "tokenizer"), seq_len=24),
             optim=dataclasses.replace(cfg.optim, freeze=() if finetune else (r"^encoder/",), lr=1e-2))
         engine = Engine(cfg)
         start = jax.device_get(engine.init_state().params)
