@@ -30,6 +30,15 @@ import time
 import numpy as np
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def portable_path(path) -> str:
+    """`path` as results files write it (`lmjax.results.portable`: repository-relative, $TMPDIR, ...)."""
+    from lmjax.results import portable
+
+    return portable(str(pathlib.Path(path).absolute()))
+
+
 # word -> sense -> the (lower-cased) words that, just before it, mark that sense
 SENSES = {
     "play": {"verb": {"to", "n't", "they", "would", "can", "not", "will", "could", "we", "you", "i", "should",
@@ -45,11 +54,6 @@ SENSES = {
 }
 NEIGHBOURS = 5
 MAX_PER_SENSE = 150
-
-
-def relative(path: pathlib.Path) -> str:
-    path = pathlib.Path(path).absolute()
-    return os.path.relpath(path, ROOT) if path.is_relative_to(ROOT) else str(path)
 
 
 def plot_curves(metrics: pathlib.Path, out: pathlib.Path) -> None:
@@ -182,7 +186,7 @@ def main() -> None:
     cfg = get_preset(preset, [f"data.data_dir={args.data_dir}", f"train.workdir={workdir}", "train.progress=false",
                               *args.set])
     t0 = time.perf_counter()
-    print(f"pre-training (or resuming) {relative(workdir)}", flush=True)
+    print(f"pre-training (or resuming) {portable_path(workdir)}", flush=True)
     result = train(cfg, stop_after=args.steps)
     engine, params, step = result.engine, result.state.params, result.step
     scores = engine.evaluate(params, max_batches=None)
@@ -203,7 +207,7 @@ def main() -> None:
         "tokens_seen": step * d.batch_size * d.seq_len,  # words each direction read (both: twice that)
         "epochs": step / max(info["steps_per_epoch"], 1),
         "wall_s": walls[-1] if walls else None,  # the run's time across resumes, as its log records it
-        "plot": relative(plot), "workdir": relative(workdir),
+        "plot": portable_path(plot), "workdir": portable_path(workdir),
     }
     print(f"step {step}: held-out perplexity forward {pretrain['fwd_ppl']:.1f}, backward {pretrain['bwd_ppl']:.1f} "
           f"({info['eval_words']:,} words, {100 * info['unk_rate']:.2f}% <unk>)", flush=True)
@@ -225,7 +229,7 @@ def main() -> None:
                 f"{report[f'{w}_majority_share']:.3f} ({report[f'{w}_n']} uses)")
     out = args.out or results_dir / "elmo_polysemy.json"
     write_results(out, report, command=command)
-    print(f"wrote {relative(pre_out)}, {relative(out)}")
+    print(f"wrote {portable_path(pre_out)}, {portable_path(out)}")
 
 
 if __name__ == "__main__":

@@ -31,6 +31,15 @@ import time
 import numpy as np
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def portable_path(path) -> str:
+    """`path` as results files write it (`lmjax.results.portable`: repository-relative, $TMPDIR, ...)."""
+    from lmjax.results import portable
+
+    return portable(str(pathlib.Path(path).absolute()))
+
+
 TASKS = ("sst2", "sst2_2k", "rte", "upos", "chunk")
 ROWS = ("random", "word2vec", "word2vec_ft", "elmo", "gpt", "gpt_ft", "bert", "bert_ft")
 SCORES = {"sst2": ("validation", "eval_accuracy"), "sst2_2k": ("validation", "eval_accuracy"),
@@ -45,11 +54,6 @@ ANCHORS = {
 PRETRAIN_RESULTS = {"elmo": "experiments/results/elmo_pretrain.json", "bert": "experiments/results/bert_pretrain.json"}
 QUICK = ["model.hidden=8", "data.max_examples=64", "data.batch_size=8", "train.steps=6", "train.eval_every=6",
          "train.checkpoint_every=6", "optim.warmup_steps=1", "model.embed_dim=16"]
-
-
-def relative(path: pathlib.Path) -> str:
-    path = pathlib.Path(path).absolute()
-    return os.path.relpath(path, ROOT) if path.is_relative_to(ROOT) else str(path)
 
 
 def plot_table(report: dict, tasks, rows, out: pathlib.Path) -> None:
@@ -123,7 +127,7 @@ def main() -> None:
     if any(r.startswith("word2vec") for r in rows) and not vectors.is_file():
         from lmjax.models import word2vec
 
-        print(f"training word2vec vectors of the IMDB reviews into {relative(vectors)}", flush=True)
+        print(f"training word2vec vectors of the IMDB reviews into {portable_path(vectors)}", flush=True)
         vectors.parent.mkdir(parents=True, exist_ok=True)
         extra = ["--epochs", "1", "--dim", "32"] if args.quick else []
         if word2vec.main(["train", "--corpus", "imdb", "--data-dir", args.data_dir, "--out", str(vectors), *extra]):
@@ -139,7 +143,7 @@ def main() -> None:
             encoder = row.removesuffix("_ft")
             source = sources.get(encoder)
             if source is not None and not has_checkpoint(source / "checkpoints"):
-                missing[row] = f"no checkpoint in {relative(source)}: pre-train it first"
+                missing[row] = f"no checkpoint in {portable_path(source)}: pre-train it first"
                 print(f"{task:>7} {row:>11}: skipped ({missing[row]})", flush=True)
                 continue
             for seed in seeds:
@@ -189,14 +193,14 @@ def main() -> None:
     out = args.out or ROOT / "experiments/results/transfer_table.json"
     plot = out.with_suffix(".png")
     plot_table(report, tasks, rows, plot)
-    report["plot"] = relative(plot)
+    report["plot"] = portable_path(plot)
     print(f"\n{'task':>7} " + " ".join(f"{r:>11}" for r in rows))
     for task in tasks:
         cells = [f"{100 * report[f'{task}_{r}_mean']:6.2f}±{100 * report[f'{task}_{r}_std']:4.2f}"
                  if f"{task}_{r}_mean" in report else f"{'-':>11}" for r in rows]
         print(f"{task:>7} " + " ".join(cells))
     write_results(out, report, command="python experiments/transfer.py " + " ".join(sys.argv[1:]))
-    print(f"wrote {relative(out)} and {relative(plot)}")
+    print(f"wrote {portable_path(out)} and {portable_path(plot)}")
 
 
 if __name__ == "__main__":

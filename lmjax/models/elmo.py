@@ -149,14 +149,10 @@ class BiLM(nn.Module):
         V = self.config.vocab_size
         return h.astype(jnp.float32) @ self.softmax_kernel[:V].T + self.softmax_bias[:V]
 
-    def softmax_params(self) -> tuple[jax.Array, jax.Array]:
-        return self.softmax_kernel, self.softmax_bias
-
 
 def zero_carry(cfg: ElmoConfig, batch: int) -> tuple:
     """(forward, backward) zero states: per layer (h [batch, P], c [batch, H])."""
-    one = tuple((jnp.zeros((batch, cfg.proj), jnp.float32), jnp.zeros((batch, cfg.hidden), jnp.float32))
-                for _ in range(cfg.layers))
+    one = StackedRecurrent("lstm", cfg.hidden, cfg.layers, proj=cfg.proj, parent=None).zero_state(batch)
     return (one, one)
 
 
@@ -172,7 +168,7 @@ def _input_key(cfg: ElmoConfig, direction: str) -> str:
     return f"{direction}_chars" if cfg.encoder == "char" else f"{direction}_words"
 
 
-def flops_per_position(cfg: ElmoConfig, seq_len: int) -> float:
+def flops_per_position(cfg: ElmoConfig) -> float:
     """Training FLOPs (6 per multiply-add: forward and backward) per stream position, both directions."""
     macs = 0.0
     if cfg.encoder == "char":
@@ -180,8 +176,7 @@ def flops_per_position(cfg: ElmoConfig, seq_len: int) -> float:
         width = sum(n for _, n in filters)
         macs += sum(w * n * cfg.char_dim * (cfg.max_chars - w + 1) for w, n in filters)
         macs += cfg.highway * 2 * width * width + width * cfg.proj
-    for layer in range(cfg.layers):
-        macs += 4 * cfg.hidden * (cfg.proj + cfg.proj) + cfg.hidden * cfg.proj
+    macs += cfg.layers * (4 * cfg.hidden * (cfg.proj + cfg.proj) + cfg.hidden * cfg.proj)
     macs += (cfg.sampled + 1 if cfg.sampled else cfg.vocab_size) * cfg.proj
     return 6.0 * 2 * macs
 
@@ -222,7 +217,7 @@ def make_pretraining_task(run_cfg: RunConfig, data: Data) -> Task:
         return (sums[0] + sums[1]) / 2, n, {"fwd_loss": sums[0], "bwd_loss": sums[1]}, final
 
     return Task(model=model, loss_fn=loss_fn, example_batch=example, init_fn=init_fn,
-                flops_per_token=flops_per_position(cfg, T), tokens_per_example=T,
+                flops_per_token=flops_per_position(cfg), tokens_per_example=T,
                 init_carry=lambda b: zero_carry(cfg, b))
 
 
