@@ -87,7 +87,8 @@ def main() -> None:
     p.add_argument("--tasks", nargs="+", default=None, choices=TASKS, help="default: all (--quick: rte chunk)")
     p.add_argument("--regimes", nargs="+", default=None, choices=REGIMES,
                    help="default: all (--quick: frozen finetune)")
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--seeds", type=int, nargs="+", default=None,
+                   help="default: 0 1 2, and 0-4 for RTE (--quick: 0)")
     p.add_argument("--task-steps", nargs="+", default=[], metavar="TASK=N",
                    help="fine-tuning steps of a task instead of its preset's (warmup: 10%% of them)")
     p.add_argument("--set", action="append", default=[], help="override for every fine-tuning preset (repeatable)")
@@ -107,6 +108,7 @@ def main() -> None:
             sys.exit(f"error: --task-steps {item!r}: write TASK=N with TASK one of {', '.join(TASKS)} and N >= 1")
         task_steps[name] = int(n)
     args.tasks = args.tasks or (["rte", "chunk"] if args.quick else list(TASKS))
+    args.seeds = args.seeds or ([0] if args.quick else [0, 1, 2])
     args.regimes = args.regimes or (["frozen", "finetune"] if args.quick else list(REGIMES))
     if not args.data_dir:
         sys.exit("error: the datasets are read from a local directory: pass --data-dir DIR or set LMJAX_DATA_DIR "

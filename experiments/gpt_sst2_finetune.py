@@ -47,7 +47,7 @@ def relative(path: pathlib.Path) -> str:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--seeds", type=int, nargs="+", default=None, help="default: 0 1 2 (--quick: 0)")
     p.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=SETTINGS)
     p.add_argument("--set", action="append", default=[], help="override for the fine-tuning presets (repeatable)")
     p.add_argument("--pretrain-set", action="append", default=[], help="override for gpt_imdb (repeatable)")
@@ -56,6 +56,7 @@ def main() -> None:
     p.add_argument("--quick", action="store_true", help="tiny sizes and step counts: a smoke check")
     p.add_argument("--out", type=pathlib.Path, default=None)
     args = p.parse_args()
+    args.seeds = args.seeds or ([0] if args.quick else [0, 1, 2])
     if not args.data_dir:
         sys.exit("error: IMDB and SST-2 are read from a local directory: pass --data-dir DIR or set LMJAX_DATA_DIR "
                  "(laid out like shared/data, with imdb/ and sst2/)")

@@ -88,7 +88,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--tasks", nargs="+", default=None, choices=TASKS, help="default: all (--quick: rte chunk)")
     p.add_argument("--rows", nargs="+", default=None, choices=ROWS, help="default: all (--quick: random elmo)")
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--seeds", type=int, nargs="+", default=None,
+                   help="default: 0 1 2, and 0-4 for RTE (--quick: 0)")
     p.add_argument("--elmo", default="runs/elmo_imdb", help="the ELMo pre-training run (or an export of it)")
     p.add_argument("--bert", default="runs/bert_imdb_mini",
                    help="the BERT pre-training run, or its export (experiments/pretrained/bert_imdb_mini)")
@@ -105,6 +106,7 @@ def main() -> None:
         sys.exit("error: the datasets are read from a local directory: pass --data-dir DIR or set LMJAX_DATA_DIR "
                  "(laid out like shared/data)")
     tasks = args.tasks or (["rte", "chunk"] if args.quick else list(TASKS))
+    args.seeds = args.seeds or ([0] if args.quick else [0, 1, 2])
     rows = args.rows or (["random", "elmo"] if args.quick else list(ROWS))
 
     from lmjax.runtime import reexec_with_tcmalloc, use_ynn_fusion

@@ -22,6 +22,7 @@ W is the batch's longest row rounded up to 16, 32, 64, ... (at most data.seq_len
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 from typing import Any, Callable, Sequence
@@ -57,17 +58,24 @@ def split_sentences(text: str) -> list[str]:
 
 
 def corpus_documents(dataset: str, data_dir=None) -> list[str]:
-    """The pre-training corpus as raw documents, in a fixed order."""
-    from .builders import load
+    """The pre-training corpus as raw documents, in a fixed order (read once per process and data directory)."""
+    from .files import resolve_data_dir, tfds_dir
 
     if dataset != "imdb":
         raise DataError(f"data.dataset={dataset!r} is not a BERT pre-training corpus here: use imdb (the 50,000 "
                         "IMDB reviews)")
+    return list(_documents(dataset, resolve_data_dir(data_dir), tfds_dir()))
+
+
+@functools.lru_cache(maxsize=2)
+def _documents(dataset: str, data_dir, prepared_dir) -> tuple[str, ...]:
+    from .builders import load
+
     docs = []
     for split in ("train", "test"):
         source = load(dataset, split, data_dir=data_dir)
         docs += [row["text"].decode("utf-8") for row in source.__getitems__(list(range(len(source))))]
-    return docs
+    return tuple(docs)
 
 
 def _encode_many(tokenizer, texts: Sequence[str]) -> list[np.ndarray]:
@@ -388,11 +396,19 @@ CARVE = 500  # CoNLL-2000 has no validation split: its last 500 training sentenc
 
 
 def _rows_of(dataset: str, split: str, data_dir, limit: int = 0) -> list[dict]:
+    """The first `limit` (0 = all) examples of a split, read once per process (callers do not modify them)."""
+    from .files import resolve_data_dir, tfds_dir
+
+    rows = _all_rows(dataset, split, resolve_data_dir(data_dir), tfds_dir())
+    return list(rows if not limit else rows[:limit])
+
+
+@functools.lru_cache(maxsize=16)
+def _all_rows(dataset: str, split: str, data_dir, prepared_dir) -> tuple[dict, ...]:
     from .builders import load
 
     source = load(dataset, split, data_dir=data_dir)
-    n = len(source) if not limit else min(limit, len(source))
-    return source.__getitems__(list(range(n)))
+    return tuple(source.__getitems__(list(range(len(source)))))
 
 
 def _text(value) -> str:

@@ -359,7 +359,7 @@ def test_default_design_follows_the_machine():
     assert "validated on Zen 5" in w2v.default_design(True, "Zen 5")[1]
     design, why = w2v.default_design(False, "Ice Lake", cores=1)
     assert w2v.parse_design(design)["replicas"] == 1 and "no design is validated on Ice Lake" in why
-    assert w2v.parse_design(w2v.default_design(True, None, cores=2)[0])["replicas"] == 2
+    assert w2v.parse_design(w2v.default_design(True, "Ice Lake", cores=2)[0])["replicas"] == 2
 
 
 def test_cli_says_which_design_it_trains(tmp_path, capsys):
