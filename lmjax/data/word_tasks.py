@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 
 
 def _clean(word: str) -> str:
-    from lmjax.models.word2vec import clean_text8
+    from .word_vectors import clean_text8
 
     cleaned = clean_text8(word)
     return cleaned[0] if len(cleaned) == 1 else ""
@@ -108,14 +108,13 @@ def fit_task_vocabulary(sentences: Sequence[Sequence[str]], min_count: int = 1):
 def vectors_vocabulary(path: str):
     """(WordTokenizer of <pad>, <unk>, </s> and the file's words, float32 vectors [V, d] with rows for the three
     specials at 0) from a word2vec-format file."""
-    from lmjax.models.word2vec import load_word2vec_format
-
     from .tokenizers import PAD, UNK, WordTokenizer
+    from .word_vectors import read_word2vec_format
 
-    model = load_word2vec_format(path)
-    words = [w for w in model.words if w not in (PAD, UNK, BOUNDARY)]
-    keep = [i for i, w in enumerate(model.words) if w not in (PAD, UNK, BOUNDARY)]
-    table = np.asarray(model.vectors, np.float32)[keep]
+    all_words, all_vectors = read_word2vec_format(path)
+    words = [w for w in all_words if w not in (PAD, UNK, BOUNDARY)]
+    keep = [i for i, w in enumerate(all_words) if w not in (PAD, UNK, BOUNDARY)]
+    table = all_vectors[keep]
     table = np.concatenate([np.zeros((3, table.shape[1]), np.float32), table])
     return WordTokenizer([PAD, UNK, BOUNDARY, *words], eos_token=BOUNDARY), table
 

@@ -51,8 +51,7 @@ from lmjax.config import (ConfigError, DataConfig, OptimConfig, RunConfig, Train
                           with_vocab_size)
 from lmjax.data.bert_tasks import bert_inputs, pretraining_data, sentence_pair_data, tagging_data
 from lmjax.ops.losses import token_cross_entropy
-from lmjax.scoring import chunk_f1
-from lmjax.train.task import Data, Task, register_task
+from lmjax.train.task import Data, Task, register_task, tagging_corpus_metrics
 from lmjax.layers import (ACTIVATIONS, VOCAB_MULTIPLE, Dropout, LayerNorm, Linear, TransformerBlock, attend, embedding,
                           lookup, mask_padded_vocab, padded_size)
 
@@ -443,26 +442,8 @@ def make_tagging_task(run_cfg: RunConfig, data: Data) -> Task:
 
     predict = jax.jit(lambda params, batch: jnp.argmax(logits_of(params, batch), -1))
 
-    def corpus_metrics(engine, params, split="validation"):
-        if split not in data.info.get("gold", {}):
-            return {}
-        names = data.info["labels"]
-        gold = data.info["gold"][split]
-        predicted: list[list[str]] = [[] for _ in gold]
-        with engine.activate():
-            for indices, batch in data.info["ordered"](split):
-                tags = np.asarray(predict(params, batch))
-                for row, i in enumerate(indices):
-                    predicted[i] = [names[t] for t in tags[row][batch["labels"][row] >= 0]]
-        # a word past the position table has no prediction: "O" for the phrases, wrong for the accuracy
-        right = sum(names[t] == q for g, p in zip(gold, predicted) for t, q in zip(g, p))
-        accuracy = right / max(1, sum(map(len, gold)))
-        if data.info["scheme"] != "iob":
-            return {"accuracy": accuracy}
-        predicted = [p + ["O"] * (len(g) - len(p)) for p, g in zip(predicted, gold)]
-        scores = chunk_f1([[names[t] for t in g] for g in gold], predicted)
-        return {"accuracy": accuracy, "precision": scores["precision"], "recall": scores["recall"],
-                "f1": scores["f1"]}
+    # a word past the position table has no prediction: "O" for the phrases, wrong for the accuracy
+    corpus_metrics = tagging_corpus_metrics(data, predict)
 
     return Task(model=model, loss_fn=loss_fn, example_batch=example, init_fn=init_fn,
                 flops_per_token=_matmul_flops(cfg, T), tokens_per_example=T, corpus_metrics=corpus_metrics)

@@ -41,8 +41,7 @@ from lmjax.data.word_tasks import word_task_data
 from lmjax.layers import VOCAB_MULTIPLE, Dropout, Embed, Linear, ScalarMix, StackedRecurrent
 from lmjax.ops.losses import token_cross_entropy
 from lmjax.ops.mixing import scalar_mix_l2
-from lmjax.scoring import chunk_f1
-from lmjax.train.task import Data, Task, register_task
+from lmjax.train.task import Data, Task, register_task, tagging_corpus_metrics
 
 ENCODERS = ("random", "word2vec", "elmo", "bert", "gpt")
 TRUNKS = {"elmo": "elmo_imdb", "bert": "bert_imdb_mini", "gpt": "gpt_imdb"}  # default pre-training presets
@@ -214,19 +213,7 @@ def _task(run_cfg: RunConfig, data: Data) -> Task:
     corpus_metrics = None
     if tagging:
         predict = jax.jit(lambda params, batch: jnp.argmax(logits_of(params, batch), -1))
-
-        def corpus_metrics(engine, params, split="validation"):
-            if split not in data.info.get("gold", {}) or data.info["scheme"] != "iob":
-                return {}
-            names, gold = data.info["labels"], data.info["gold"][split]
-            predicted: list[list[str]] = [[] for _ in gold]
-            with engine.activate():
-                for indices, batch in data.info["ordered"](split):
-                    tags = np.asarray(predict(params, batch))
-                    for row, i in enumerate(indices):
-                        predicted[i] = [names[t] for t in tags[row][:len(gold[i])]]
-            scores = chunk_f1([[names[t] for t in g] for g in gold], predicted)
-            return {"precision": scores["precision"], "recall": scores["recall"], "f1": scores["f1"]}
+        corpus_metrics = tagging_corpus_metrics(data, predict, accuracy=False)  # the loss counts every word
 
     return Task(model=model, loss_fn=loss_fn, example_batch=example, init_fn=init_fn, count_tokens=True,
                 corpus_metrics=corpus_metrics)

@@ -53,7 +53,6 @@ import contextlib
 import dataclasses
 import functools
 import os
-import re
 import sys
 import time
 from collections import Counter
@@ -66,6 +65,7 @@ import numpy as np
 
 from lmjax.config import ConfigError
 from lmjax.data import DataError
+from lmjax.data.word_vectors import clean_text8, read_word2vec_format, write_word2vec_format
 
 # ----------------------------------------------------------------------------------------------------------- config
 
@@ -750,55 +750,17 @@ def evaluate_word_pairs(model: Word2Vec, pairs: Sequence[tuple[str, str, float]]
 
 
 def save_word2vec_format(model: Word2Vec, path: str | Path, binary: bool = False) -> None:
-    """word2vec's C format: a "V d" line, then per word `word v1 .. vd` as text or `word ` + d float32 (LE) bytes."""
-    with open(path, "wb") as f:
-        f.write(f"{len(model.words)} {model.vectors.shape[1]}\n".encode())
-        for word, vec in zip(model.words, model.vectors.astype("<f4")):
-            if binary:
-                f.write(word.encode() + b" " + vec.tobytes() + b"\n")
-            else:
-                f.write((word + " " + " ".join(f"{x:.9g}" for x in vec) + "\n").encode())
+    """word2vec's C format (`lmjax.data.word_vectors`), text or binary."""
+    write_word2vec_format(model.words, model.vectors, path, binary=binary)
 
 
 def load_word2vec_format(path: str | Path, binary: bool | None = None) -> Word2Vec:
     """Read either format (binary guessed from the bytes when not given); counts become a rank proxy V..1."""
-    data = Path(path).read_bytes()
-    header, _, body = data.partition(b"\n")
-    try:
-        n, dim = map(int, header.split())
-    except ValueError:
-        raise DataError(f"{path} does not start with a 'vocab_size dim' line: is it a word2vec-format file?") from None
-    if binary is None:
-        binary = b"\0" in body[:4096] or not body[:4096].isascii()
-    words, vectors, pos = [], np.empty((n, dim), np.float32), 0
-    for i in range(n):
-        if binary:
-            while body[pos:pos + 1] in (b"\n", b" "):
-                pos += 1
-            end = body.index(b" ", pos)
-            words.append(body[pos:end].decode())
-            vectors[i] = np.frombuffer(body, "<f4", dim, end + 1)
-            pos = end + 1 + 4 * dim
-        else:
-            end = body.find(b"\n", pos)
-            fields = body[pos:end if end >= 0 else None].split()
-            words.append(fields[0].decode())
-            vectors[i] = np.array(fields[1:], np.float32)
-            pos = end + 1
-    return Word2Vec(Vocab(tuple(words), np.arange(n, 0, -1)), vectors)
+    words, vectors = read_word2vec_format(path, binary)
+    return Word2Vec(Vocab(tuple(words), np.arange(len(words), 0, -1)), vectors)
 
 
 # ---------------------------------------------------------------------------------------------------------- corpora
-
-
-_DIGITS = dict(zip("0123456789", " zero one two three four five six seven eight nine ".split(" ")[1:-1]))
-
-
-def clean_text8(text: str) -> list[str]:
-    """text8-style cleaning (Mahoney's wikifil): lower-case, html breaks removed, digits spelled out, a-z only."""
-    text = text.lower().replace("<br />", " ")
-    text = re.sub(r"[0-9]", lambda m: f" {_DIGITS[m[0]]} ", text)
-    return re.sub(r"[^a-z]+", " ", text).split()
 
 
 def load_corpus(name: str = "imdb", data_dir: str | None = None) -> list[list[str]]:

@@ -121,3 +121,37 @@ def get_task(cfg: RunConfig) -> TaskSpec:
         hint = f"choose one of {', '.join(offered)}" if offered else "this family registers no tasks"
         raise ConfigError(f"task={cfg.task!r} is not a task of the {cfg.family!r} family: {hint} (--set task=NAME)")
     return _TASKS[key]
+
+
+def tagging_corpus_metrics(data: Data, predict: Callable, *, accuracy: bool = True) -> Callable:
+    """A Task.corpus_metrics for tagging: the tags `predict(params, batch)` gives every word of a split
+    (`data.info["ordered"](split)` yields (example indices, batch); `data.info["gold"][split]` holds the gold tag ids;
+    `batch["labels"] >= 0` marks the words a row predicts), scored over the whole split: token accuracy (when
+    `accuracy`) and, for IOB tags (`data.info["scheme"] == "iob"`), conlleval's phrase precision, recall and F1. A word
+    that got no prediction (past a model's position table) counts as wrong for the accuracy and as "O" for phrases."""
+    import numpy as np
+
+    from lmjax.scoring import chunk_f1
+
+    def corpus_metrics(engine, params, split="validation"):
+        iob = data.info["scheme"] == "iob"
+        if split not in data.info.get("gold", {}) or not (accuracy or iob):
+            return {}
+        names, gold = data.info["labels"], data.info["gold"][split]
+        predicted: list[list[str]] = [[] for _ in gold]
+        with engine.activate():
+            for indices, batch in data.info["ordered"](split):
+                tags = np.asarray(predict(params, batch))
+                for row, i in enumerate(indices):
+                    predicted[i] = [names[t] for t in tags[row][np.asarray(batch["labels"][row]) >= 0]]
+        out = {}
+        if accuracy:
+            right = sum(names[t] == q for g, p in zip(gold, predicted) for t, q in zip(g, p))
+            out["accuracy"] = right / max(1, sum(map(len, gold)))
+        if iob:
+            predicted = [p + ["O"] * (len(g) - len(p)) for p, g in zip(predicted, gold)]
+            scores = chunk_f1([[names[t] for t in g] for g in gold], predicted)
+            out |= {"precision": scores["precision"], "recall": scores["recall"], "f1": scores["f1"]}
+        return out
+
+    return corpus_metrics

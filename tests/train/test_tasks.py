@@ -159,3 +159,31 @@ def test_data_builders_take_the_prepared_tokenizer():
     cfg = get_preset("gpt_smoke")
     task = get_task(cfg).build(cfg, Data(tokenizer=None, vocab_size=50, train=None))
     assert task.model.config.vocab_size == 50
+
+
+def test_tagging_corpus_metrics_score_the_whole_split_in_example_order():
+    """Batches come out of order (sorted by length); a word with no prediction (label -1 past a row's end) is wrong
+    for the accuracy and "O" for the phrases; UPOS-style tags get no phrase scores."""
+    import contextlib
+    import types
+
+    from lmjax.scoring import chunk_f1
+    from lmjax.train.task import tagging_corpus_metrics
+
+    names = ("B-NP", "I-NP", "B-VP", "O")
+    gold = [[0, 1, 2, 3], [0, 3]]
+    # batch rows: example 1, then example 0 whose last word got no prediction
+    batch = {"labels": np.array([[0, 3, -1, -1], [0, 1, 2, -1]])}
+    predicted = np.array([[0, 3, 1, 1], [0, 1, 0, 0]])
+    info = {"labels": names, "gold": {"validation": gold}, "ordered": lambda split: [([1, 0], batch)]}
+    engine = types.SimpleNamespace(activate=contextlib.nullcontext)
+    got = tagging_corpus_metrics(Data(None, 0, None, info={**info, "scheme": "iob"}), lambda p, b: predicted)(
+        engine, None)
+    want = chunk_f1([[names[t] for t in g] for g in gold], [["B-NP", "I-NP", "B-NP", "O"], ["B-NP", "O"]])
+    assert got["accuracy"] == pytest.approx(4 / 6)
+    assert {k: got[k] for k in ("precision", "recall", "f1")} == {k: want[k] for k in ("precision", "recall", "f1")}
+    assert 0 < got["f1"] < 1
+    tags = Data(None, 0, None, info={**info, "scheme": "tags"})
+    assert tagging_corpus_metrics(tags, lambda p, b: predicted)(engine, None) == {"accuracy": pytest.approx(4 / 6)}
+    assert tagging_corpus_metrics(tags, lambda p, b: predicted, accuracy=False)(engine, None) == {}
+    assert tagging_corpus_metrics(tags, lambda p, b: predicted)(engine, None, split="test") == {}
