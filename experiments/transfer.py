@@ -13,8 +13,8 @@ text. Tasks: SST-2 (all 67k sentences, and the first 2,000: `sst2_2k`), RTE, UD 
 chunking; scores: dev accuracy (SST-2, RTE), test accuracy per word (UPOS), test phrase F1 (chunking).
 
 Every run is a preset `transfer_<task>_<row>` with `--set train.seed=K --set data.seed=K`, in
-runs/transfer/<task>_<row>_s<K>; a finished run is read back, not trained again, so the table fills in across
-sessions. A row whose pre-trained model is missing is skipped and named. Writes experiments/results/
+runs/transfer/<task>_<row>_s<K> (resumed when interrupted); a run already in the results file (same task, row, seed
+and steps, no --set) is kept, not trained again, so the table fills in across sessions. A row whose pre-trained model is missing is skipped and named. Writes experiments/results/
 transfer_table.json (`<task>_<row>_mean`, `_std` (ddof=1), `_n`, each row's pre-training tokens and mean
 fine-tuning wall time, every run) and the plot experiments/results/transfer_table.png.
 """
@@ -135,6 +135,11 @@ def main() -> None:
         if word2vec.main(["train", "--corpus", "imdb", "--data-dir", args.data_dir, "--out", str(vectors), *extra]):
             sys.exit("error: word2vec training failed (see above)")
 
+    out = args.out or ROOT / "experiments/results/transfer_table.json"
+    # Runs already in the results file (committed, unlike runs/) are kept, not trained again: the table fills in
+    # across sessions. A run is the same when its task, row, seed and step count are.
+    kept = json.loads(out.read_text(encoding="utf-8")).get("runs", []) if out.is_file() and not args.quick else []
+    done = {(r["task"], r["row"], r["seed"], r["steps"]): r for r in kept}
     t_start = time.perf_counter()
     results, missing = [], {}
     for task in tasks:
@@ -159,6 +164,12 @@ def main() -> None:
                 if args.quick:
                     overrides += QUICK + (["model.elmo_preset=elmo_smoke"] if encoder == "elmo" else [])
                 cfg = get_preset(preset, [*overrides, *args.set])
+                if (task, row, seed, cfg.train.steps) in done and not args.set:
+                    run = done.pop((task, row, seed, cfg.train.steps))
+                    print(f"{task:>7} {row:>11} seed {seed}: {split} {metric} {run['score']:.4f} (in {out.name})",
+                          flush=True)
+                    results.append(run)
+                    continue
                 t0 = time.perf_counter()
                 result = train(cfg)
                 score = result.engine.evaluate(result.state.params, split=split, max_batches=None)
@@ -172,6 +183,9 @@ def main() -> None:
                       flush=True)
                 results.append(run)
 
+    results += done.values()  # runs of other tasks, rows or seeds stay in the table
+    tasks = [t for t in TASKS if t in tasks or any(r["task"] == t for r in results)]
+    rows = [r for r in ROWS if r in rows or any(x["row"] == r for x in results)]
     report: dict = {}
     for task in tasks:
         for row in rows:
@@ -192,7 +206,6 @@ def main() -> None:
     report |= {"scores": {t: f"{SCORES[t][1].removeprefix('eval_')} on {SCORES[t][0]}" for t in tasks},
                "std": "sample standard deviation over seeds (ddof=1)", "compute": compute, "missing": missing,
                "anchors": ANCHORS, "runs": results, "wall_s": time.perf_counter() - t_start}
-    out = args.out or ROOT / "experiments/results/transfer_table.json"
     plot = out.with_suffix(".png")
     plot_table(report, tasks, rows, plot)
     report["plot"] = portable_path(plot)
