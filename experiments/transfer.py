@@ -14,7 +14,8 @@ chunking; scores: dev accuracy (SST-2, RTE), test accuracy per word (UPOS), test
 
 Every run is a preset `transfer_<task>_<row>` with `--set train.seed=K --set data.seed=K`, in
 runs/transfer/<task>_<row>_s<K> (resumed when interrupted); a run already in the results file (same task, row, seed
-and steps, no --set) is kept, not trained again, so the table fills in across sessions. A row whose pre-trained model is missing is skipped and named. Writes experiments/results/
+and steps, no --set) is kept, not trained again, so the table fills in across sessions. A row whose pre-trained model
+is missing is skipped and named. Writes experiments/results/
 transfer_table.json (`<task>_<row>_mean`, `_std` (ddof=1), `_n`, each row's pre-training tokens and mean
 fine-tuning wall time, every run) and the plot experiments/results/transfer_table.png.
 """

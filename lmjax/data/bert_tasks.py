@@ -64,18 +64,9 @@ def corpus_documents(dataset: str, data_dir=None) -> list[str]:
     if dataset != "imdb":
         raise DataError(f"data.dataset={dataset!r} is not a BERT pre-training corpus here: use imdb (the 50,000 "
                         "IMDB reviews)")
-    return list(_documents(dataset, resolve_data_dir(data_dir), tfds_dir()))
-
-
-@functools.lru_cache(maxsize=2)
-def _documents(dataset: str, data_dir, prepared_dir) -> tuple[str, ...]:
-    from .builders import load
-
-    docs = []
-    for split in ("train", "test"):
-        source = load(dataset, split, data_dir=data_dir)
-        docs += [row["text"].decode("utf-8") for row in source.__getitems__(list(range(len(source))))]
-    return tuple(docs)
+    root, prepared = resolve_data_dir(data_dir), tfds_dir()
+    rows = [row for split in ("train", "test") for row in _all_rows(dataset, split, root, prepared)]
+    return [row["text"].decode("utf-8") for row in rows]
 
 
 def _encode_many(tokenizer, texts: Sequence[str]) -> list[np.ndarray]:
